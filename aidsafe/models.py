@@ -1,0 +1,121 @@
+"""The model factory: the only place that constructs LLM clients.
+
+Each role gets a ChatOpenAI client on an OpenAI-compatible endpoint. Structured calls go through tool
+calling (supported by vLLM, Ollama, llama.cpp and OpenAI alike), are validated by pydantic and retried
+with the validation error when the model returns something invalid. Transient HTTP errors (429, 5xx,
+connection errors, timeouts) are retried with backoff by the OpenAI client itself (max_retries).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, TypeVar
+
+import httpx
+from langchain_core.messages import AIMessage
+from langchain_core.runnables import Runnable
+from langchain_openai import ChatOpenAI
+from pydantic import BaseModel
+
+from aidsafe.config import Endpoint, Settings
+from aidsafe.errors import StructuredOutputError
+from graphs.state import Usage
+
+T = TypeVar("T", bound=BaseModel)
+Messages = list[tuple[str, str]]
+
+
+class StructuredCaller(Protocol):
+    """What graph nodes need from a model: one validated structured call."""
+
+    role: str
+    model_name: str
+
+    async def call(self, schema: type[T], messages: Messages) -> tuple[T, Usage]: ...
+
+
+def _usage_of(message: Any) -> Usage:
+    meta = getattr(message, "usage_metadata", None) or {}
+    return Usage(calls=1, input_tokens=meta.get("input_tokens", 0), output_tokens=meta.get("output_tokens", 0))
+
+
+def _add(a: Usage, b: Usage) -> Usage:
+    return Usage(
+        calls=a["calls"] + b["calls"],
+        input_tokens=a["input_tokens"] + b["input_tokens"],
+        output_tokens=a["output_tokens"] + b["output_tokens"],
+    )
+
+
+def _why_invalid(result: dict[str, Any]) -> str:
+    raw = result.get("raw")
+    if isinstance(raw, AIMessage) and raw.response_metadata.get("finish_reason") == "length":
+        return "the reply was cut off at max_tokens"
+    if result.get("parsing_error") is not None:
+        return str(result["parsing_error"]).splitlines()[0][:500]
+    return "the reply did not call the tool"
+
+
+class ChatRole:
+    """A role's model: structured calls with validation and bounded retries."""
+
+    def __init__(self, role: str, llm: ChatOpenAI, structured_retries: int) -> None:
+        self.role = role
+        self.model_name = llm.model_name
+        self._llm = llm
+        self._retries = structured_retries
+        self._runnables: dict[type[BaseModel], Runnable[Any, Any]] = {}
+
+    def _structured(self, schema: type[BaseModel]) -> Runnable[Any, Any]:
+        if schema not in self._runnables:
+            self._runnables[schema] = self._llm.with_structured_output(
+                schema, method="function_calling", include_raw=True
+            )
+        return self._runnables[schema]
+
+    async def call(self, schema: type[T], messages: Messages) -> tuple[T, Usage]:
+        usage = Usage(calls=0, input_tokens=0, output_tokens=0)
+        conversation: Messages = list(messages)
+        reason = ""
+        for _attempt in range(self._retries + 1):
+            result = await self._structured(schema).ainvoke(conversation)
+            usage = _add(usage, _usage_of(result.get("raw")))
+            parsed = result.get("parsed")
+            if isinstance(parsed, schema) and result.get("parsing_error") is None:
+                return parsed, usage
+            reason = _why_invalid(result)
+            conversation = [
+                *messages,
+                ("human", f"Your previous reply was invalid ({reason}). Call {schema.__name__} again, briefly."),
+            ]
+        raise StructuredOutputError(
+            f"{self.role} ({self.model_name}) gave no valid {schema.__name__} in {self._retries + 1} attempts: {reason}"
+        )
+
+
+def build_chat_model(endpoint: Endpoint, http_client: httpx.AsyncClient) -> ChatOpenAI:
+    """A ChatOpenAI client for one endpoint; max_tokens goes in the field the server honours."""
+    if endpoint.base_url is None:
+        raise ValueError("the embedded server must be running before clients are built")
+    token_limit: dict[str, Any] = (
+        {"max_tokens": endpoint.max_tokens}
+        if endpoint.max_tokens_field == "max_completion_tokens"
+        else {"extra_body": {"max_tokens": endpoint.max_tokens}}
+    )
+    return ChatOpenAI(
+        model=endpoint.model,
+        base_url=endpoint.base_url,
+        api_key=endpoint.api_key,
+        temperature=endpoint.temperature,
+        timeout=endpoint.timeout,
+        max_retries=endpoint.max_retries,
+        http_async_client=http_client,
+        **token_limit,
+    )
+
+
+def build_roles(settings: Settings, http_client: httpx.AsyncClient) -> dict[str, StructuredCaller]:
+    """One structured caller per role of the run, sharing the task's async HTTP client."""
+    return {
+        role: ChatRole(role, build_chat_model(endpoint, http_client), endpoint.structured_retries)
+        for role, endpoint in settings.roles.items()
+    }

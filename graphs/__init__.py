@@ -1,0 +1,1 @@
+"""The AIDSAFE deliberation state machine (LangGraph)."""

@@ -1,0 +1,62 @@
+"""Graph state: the narrow input (a prompt) and the full state that nodes read and update."""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Literal, TypedDict
+
+StopReason = Literal["complete", "budget_exhausted"]
+STAGES = ("intent", "draft", "deliberation")
+
+
+class Usage(TypedDict):
+    """Token usage of one stage."""
+
+    calls: int
+    input_tokens: int
+    output_tokens: int
+
+
+class Turn(TypedDict):
+    """One entry of the deliberation log."""
+
+    turn: int
+    agent: str
+    model: str
+    verdict: Literal["revise", "complete"]
+    feedback: str
+    cot_changed: bool
+    response_changed: bool
+
+
+def merge_usage(left: dict[str, Usage], right: dict[str, Usage]) -> dict[str, Usage]:
+    """Reducer: add token usage stage by stage."""
+    merged = dict(left)
+    for stage, usage in right.items():
+        old = merged.get(stage, Usage(calls=0, input_tokens=0, output_tokens=0))
+        merged[stage] = Usage(
+            calls=old["calls"] + usage["calls"],
+            input_tokens=old["input_tokens"] + usage["input_tokens"],
+            output_tokens=old["output_tokens"] + usage["output_tokens"],
+        )
+    return merged
+
+
+class InputState(TypedDict):
+    """What the graph is invoked with."""
+
+    prompt: str
+
+
+class State(InputState, total=False):
+    """The full state of one row's deliberation."""
+
+    intents: list[dict[str, str]]
+    initial_cot: list[str]
+    initial_response: str
+    cot: list[str]
+    response: str
+    deliberation_log: Annotated[list[Turn], operator.add]
+    rounds: int
+    stop_reason: StopReason | None
+    usage: Annotated[dict[str, Usage], merge_usage]
