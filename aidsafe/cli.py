@@ -22,8 +22,12 @@ environment (see api_key_env in the config file), never from the command line.
 
 
 def _generate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("generate", help="deliberate CoT + response for every prompt", description=GENERATE_HELP,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = sub.add_parser(
+        "generate",
+        help="deliberate CoT + response for every prompt",
+        description=GENERATE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--input", required=True, help="Parquet file, directory of partitions, or glob")
     p.add_argument("--output", required=True, help="output directory (created if missing)")
     p.add_argument("--config", help="TOML config file (roles, endpoints, budget); see README")

@@ -25,6 +25,8 @@ DEFAULT_POLICIES = PROJECT_ROOT / "policies" / "default"
 DEFAULT_PROMPTS = PROJECT_ROOT / "policies" / "prompts"
 EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
 FIXED_ROLES = ("intent", "drafter")
+# The embedded model is small and slow on CPU: shorter replies, patient timeouts, few HTTP retries.
+EMBEDDED_DEFAULTS: dict[str, Any] = {"max_tokens": 384, "timeout": 600.0, "max_retries": 2}
 TokenField = Literal["max_tokens", "max_completion_tokens"]
 
 
@@ -33,7 +35,9 @@ class EndpointSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    base_url: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
+    base_url: str | None = Field(
+        None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1"
+    )
     model: str | None = Field(None, description="Model name the server knows")
     api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key")
     max_tokens: int | None = Field(None, ge=16, le=32768, description="Completion token limit per call")
@@ -41,7 +45,9 @@ class EndpointSpec(BaseModel):
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     timeout: float | None = Field(None, gt=0, description="Seconds per HTTP request")
     max_retries: int | None = Field(None, ge=0, le=20, description="Retries of transient HTTP errors")
-    structured_retries: int | None = Field(None, ge=0, le=10, description="Retries of invalid structured output")
+    structured_retries: int | None = Field(
+        None, ge=0, le=10, description="Retries of invalid structured output"
+    )
 
 
 class Endpoint(BaseModel):
@@ -108,7 +114,8 @@ class Settings(BaseModel):
     def with_embedded_url(self, url: str) -> Settings:
         """Point every embedded role at a running embedded server."""
         roles = {
-            name: e.model_copy(update={"base_url": url}) if e.embedded else e for name, e in self.roles.items()
+            name: e.model_copy(update={"base_url": url}) if e.embedded else e
+            for name, e in self.roles.items()
         }
         return self.model_copy(update={"roles": roles})
 
@@ -129,9 +136,9 @@ class FileConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    agents: int | None = None
-    max_rounds: int | None = None
-    concurrency: int | None = None
+    agents: int | None = Field(None, ge=1, le=16)
+    max_rounds: int | None = Field(None, ge=1, le=50)
+    concurrency: int | None = Field(None, ge=1, le=1024)
     policies: Path | None = None
     prompts: Path | None = None
     endpoint: EndpointSpec = EndpointSpec()
@@ -165,6 +172,10 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def _first(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
 def _env_endpoint(env: Mapping[str, str]) -> EndpointSpec:
     return EndpointSpec(
         base_url=env.get("OPENAI_BASE_URL") or None,
@@ -185,29 +196,28 @@ def _resolve(role: str, spec: EndpointSpec, env: Mapping[str, str]) -> Endpoint:
     if spec.base_url is None:
         if spec.model:
             raise ConfigError(
-                f"role {role}: model {spec.model!r} given without a base URL: set OPENAI_BASE_URL, --base-url "
-                "or base_url in the config (the embedded default runs only its own model)"
+                f"role {role}: model {spec.model!r} given without a base URL: set OPENAI_BASE_URL, "
+                "--base-url or base_url in the config (the embedded default runs only its own model)"
             )
+        values = spec.model_dump(exclude_none=True, exclude={"base_url", "model", "api_key_env"})
         return Endpoint(
             base_url=None,
             model=EMBEDDED_MODEL_NAME,
             api_key=SecretStr("embedded"),
-            max_tokens=spec.max_tokens or 384,
-            temperature=spec.temperature if spec.temperature is not None else 0.2,
-            timeout=spec.timeout or 600.0,
-            max_retries=spec.max_retries if spec.max_retries is not None else 2,
-            structured_retries=spec.structured_retries if spec.structured_retries is not None else 2,
+            **(EMBEDDED_DEFAULTS | values),
         )
     if not spec.model:
         raise ConfigError(
-            f"role {role}: endpoint {spec.base_url} has no model: set AIDSAFE_MODEL, --model or model in the config"
+            f"role {role}: endpoint {spec.base_url} has no model: "
+            "set AIDSAFE_MODEL, --model or model in the config"
         )
     key_env = spec.api_key_env or "OPENAI_API_KEY"
     if spec.api_key_env and spec.api_key_env not in env:
         raise ConfigError(f"role {role}: environment variable {spec.api_key_env} (api_key_env) is not set")
     host = urlparse(spec.base_url).hostname or ""
     values = spec.model_dump(exclude_none=True, exclude={"api_key_env"})
-    values.setdefault("max_tokens_field", "max_completion_tokens" if host.endswith("openai.com") else "max_tokens")
+    is_openai = host == "openai.com" or host.endswith(".openai.com")
+    values.setdefault("max_tokens_field", "max_completion_tokens" if is_openai else "max_tokens")
     return Endpoint(api_key=SecretStr(env.get(key_env) or "not-set"), **values)
 
 
@@ -227,22 +237,24 @@ def load_settings(
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     try:
         cli_endpoint = EndpointSpec(**{k: given[k] for k in EndpointSpec.model_fields if k in given})
-        agents = given.get("agents", file.agents or 2)
+        agents = given.get("agents", _first(file.agents, 2))
         role_names = [*FIXED_ROLES, *(f"agent{i}" for i in range(1, agents + 1))]
         unknown = set(file.roles) - set(role_names)
         if unknown:
             raise ConfigError(f"unknown role(s) {sorted(unknown)}; roles are {role_names}")
         roles = {
             name: _resolve(
-                name, _merge(cli_endpoint, file.roles.get(name, EndpointSpec()), file.endpoint, _env_endpoint(env)), env
+                name,
+                _merge(cli_endpoint, file.roles.get(name, EndpointSpec()), file.endpoint, _env_endpoint(env)),
+                env,
             )
             for name in role_names
         }
         return Settings(
             roles=roles,
             agents=agents,
-            max_rounds=given.get("max_rounds", file.max_rounds or 4),
-            concurrency=given.get("concurrency", file.concurrency or 4),
+            max_rounds=given.get("max_rounds", _first(file.max_rounds, 4)),
+            concurrency=given.get("concurrency", _first(file.concurrency, 4)),
             policies_dir=Path(given.get("policies", file.policies or DEFAULT_POLICIES)),
             prompts_dir=Path(given.get("prompts", file.prompts or DEFAULT_PROMPTS)),
             embedded=file.embedded,

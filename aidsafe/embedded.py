@@ -85,7 +85,9 @@ def _wait_ready(process: subprocess.Popen[bytes], url: str, log: Path, timeout: 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise EmbeddedServerError(f"embedded server exited with {process.returncode}; log {log}:\n{_tail(log)}")
+            raise EmbeddedServerError(
+                f"embedded server exited with {process.returncode}; log {log}:\n{_tail(log)}"
+            )
         try:
             if httpx.get(f"{url}/models", timeout=2.0).status_code == 200:
                 return
@@ -116,7 +118,10 @@ def embedded_server(settings: EmbeddedSettings, log_path: Path) -> Iterator[str]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            server_command(model, port, settings), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            server_command(model, port, settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
     try:

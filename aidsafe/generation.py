@@ -7,7 +7,6 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,14 +18,26 @@ from aidsafe.config import Settings
 from aidsafe.errors import InputError
 from aidsafe.models import StructuredCaller, build_roles
 from aidsafe.output import Failure, failures_table, generated_row, output_table
-from aidsafe.partitions import Partition, RowRef, read_partition, stored_fingerprint, stored_row_count, write_atomic
+from aidsafe.partitions import (
+    Partition,
+    RowRef,
+    read_partition,
+    stored_fingerprint,
+    stored_row_count,
+    write_atomic,
+)
 from aidsafe.policies import PolicySet
 from aidsafe.prompts import PromptSet
 from graphs.context import Context
 from graphs.graph import graph
 from graphs.nodes import StageFailed
 
-TRANSIENT = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError, asyncio.TimeoutError)
+TRANSIENT = (
+    openai.APIConnectionError,
+    openai.RateLimitError,
+    openai.InternalServerError,
+    asyncio.TimeoutError,
+)
 Progress = Callable[[int, int], None]
 
 
@@ -70,7 +81,9 @@ class PartitionResult(BaseModel):
     error: str | None = None
 
 
-def partition_fingerprint(input_path: Path, file_hash: str, settings: Settings, policies: str, prompts: str) -> str:
+def partition_fingerprint(
+    input_path: Path, file_hash: str, settings: Settings, policies: str, prompts: str
+) -> str:
     """What decides whether an output partition is still valid: input content, policies, prompts, settings."""
     parts = [file_hash, policies, prompts, settings.generation_identity(), aidsafe.__version__]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
@@ -105,7 +118,9 @@ async def deliberate_rows(
         async with gate:
             try:
                 state = await graph.ainvoke(
-                    {"prompt": row.prompt}, context=context, config={"recursion_limit": context.recursion_limit}
+                    {"prompt": row.prompt},
+                    context=context,
+                    config={"recursion_limit": context.recursion_limit},
                 )
                 done.append((row, state))
             except Exception as exc:
@@ -140,7 +155,9 @@ def _usage_total(rows: list[dict[str, Any]]) -> tuple[int, int]:
     return inp, out
 
 
-def generate_partition(job: PartitionJob, prompts: PromptSet, progress: Progress | None = None) -> PartitionResult:
+def generate_partition(
+    job: PartitionJob, prompts: PromptSet, progress: Progress | None = None
+) -> PartitionResult:
     """Generate one partition; raises TransientFailures (after writing) when rows hit backend outages."""
     started = time.monotonic()
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, TypeVar
 
-import httpx
+import openai
 from langchain_core.messages import AIMessage
 from langchain_core.runnables import Runnable
 from langchain_openai import ChatOpenAI
@@ -22,6 +22,7 @@ from graphs.state import Usage
 
 T = TypeVar("T", bound=BaseModel)
 Messages = list[tuple[str, str]]
+HttpClient = openai.DefaultAsyncHttpxClient  # built inside the task that uses it (one per event loop)
 
 
 class StructuredCaller(Protocol):
@@ -34,8 +35,10 @@ class StructuredCaller(Protocol):
 
 
 def _usage_of(message: Any) -> Usage:
-    meta = getattr(message, "usage_metadata", None) or {}
-    return Usage(calls=1, input_tokens=meta.get("input_tokens", 0), output_tokens=meta.get("output_tokens", 0))
+    meta: dict[str, Any] = dict(getattr(message, "usage_metadata", None) or {})
+    return Usage(
+        calls=1, input_tokens=meta.get("input_tokens", 0), output_tokens=meta.get("output_tokens", 0)
+    )
 
 
 def _add(a: Usage, b: Usage) -> Usage:
@@ -46,10 +49,15 @@ def _add(a: Usage, b: Usage) -> Usage:
     )
 
 
-def _why_invalid(result: dict[str, Any]) -> str:
+def _why_invalid(result: dict[str, Any], max_tokens: int) -> str:
     raw = result.get("raw")
-    if isinstance(raw, AIMessage) and raw.response_metadata.get("finish_reason") == "length":
-        return "the reply was cut off at max_tokens"
+    if isinstance(raw, AIMessage):
+        used = raw.usage_metadata["output_tokens"] if raw.usage_metadata else 0
+        # some servers (llama.cpp) report finish_reason "tool_calls" for a cut-off tool call
+        if raw.response_metadata.get("finish_reason") == "length" or used >= max_tokens:
+            return f"the reply was cut off at max_tokens ({max_tokens})"
+        if raw.invalid_tool_calls:
+            return "invalid tool call: " + str(raw.invalid_tool_calls[0].get("error") or "").strip()[:300]
     if result.get("parsing_error") is not None:
         return str(result["parsing_error"]).splitlines()[0][:500]
     return "the reply did not call the tool"
@@ -58,8 +66,9 @@ def _why_invalid(result: dict[str, Any]) -> str:
 class ChatRole:
     """A role's model: structured calls with validation and bounded retries."""
 
-    def __init__(self, role: str, llm: ChatOpenAI, structured_retries: int) -> None:
+    def __init__(self, role: str, llm: ChatOpenAI, structured_retries: int, max_tokens: int) -> None:
         self.role = role
+        self.max_tokens = max_tokens
         self.model_name = llm.model_name
         self._llm = llm
         self._retries = structured_retries
@@ -82,17 +91,21 @@ class ChatRole:
             parsed = result.get("parsed")
             if isinstance(parsed, schema) and result.get("parsing_error") is None:
                 return parsed, usage
-            reason = _why_invalid(result)
+            reason = _why_invalid(result, self.max_tokens)
             conversation = [
                 *messages,
-                ("human", f"Your previous reply was invalid ({reason}). Call {schema.__name__} again, briefly."),
+                (
+                    "human",
+                    f"Your previous reply was invalid ({reason}). Call {schema.__name__} again, briefly.",
+                ),
             ]
         raise StructuredOutputError(
-            f"{self.role} ({self.model_name}) gave no valid {schema.__name__} in {self._retries + 1} attempts: {reason}"
+            f"{self.role} ({self.model_name}) gave no valid {schema.__name__} "
+            f"in {self._retries + 1} attempts: {reason}"
         )
 
 
-def build_chat_model(endpoint: Endpoint, http_client: httpx.AsyncClient) -> ChatOpenAI:
+def build_chat_model(endpoint: Endpoint, http_client: HttpClient) -> ChatOpenAI:
     """A ChatOpenAI client for one endpoint; max_tokens goes in the field the server honours."""
     if endpoint.base_url is None:
         raise ValueError("the embedded server must be running before clients are built")
@@ -113,9 +126,11 @@ def build_chat_model(endpoint: Endpoint, http_client: httpx.AsyncClient) -> Chat
     )
 
 
-def build_roles(settings: Settings, http_client: httpx.AsyncClient) -> dict[str, StructuredCaller]:
+def build_roles(settings: Settings, http_client: HttpClient) -> dict[str, StructuredCaller]:
     """One structured caller per role of the run, sharing the task's async HTTP client."""
     return {
-        role: ChatRole(role, build_chat_model(endpoint, http_client), endpoint.structured_retries)
+        role: ChatRole(
+            role, build_chat_model(endpoint, http_client), endpoint.structured_retries, endpoint.max_tokens
+        )
         for role, endpoint in settings.roles.items()
     }

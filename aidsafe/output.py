@@ -86,7 +86,9 @@ def generated_row(state: Mapping[str, Any], models: Mapping[str, Any], policy_se
     }
 
 
-def output_table(input_table: pa.Table, rows: Sequence[RowRef], generated: Sequence[dict[str, Any]]) -> pa.Table:
+def output_table(
+    input_table: pa.Table, rows: Sequence[RowRef], generated: Sequence[dict[str, Any]]
+) -> pa.Table:
     """Input columns carried through unchanged (same types) plus the generated columns."""
     carried = input_table.take(pa.array([r.index for r in rows], type=pa.int64()))
     clash = set(carried.column_names) & set(GENERATED.names)

@@ -30,7 +30,9 @@ def discover(source: str | Path) -> list[Path]:
     elif path.is_file():
         files = [path]
     else:
-        files = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+        files = sorted(
+            Path(p) for p in glob.glob(text, recursive=True) if p.endswith(".parquet") and Path(p).is_file()
+        )
         if not files and not any(c in text for c in "*?["):
             raise InputError(text, "input not found")
     if not files:
@@ -152,6 +154,9 @@ def write_atomic(table: pa.Table, destination: Path, meta: dict[str, str] | None
         table = table.replace_schema_metadata(schema_meta)
     fd, tmp = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
     try:
         pq.write_table(table, tmp, compression="zstd")
         with open(tmp, "rb") as handle:

@@ -136,5 +136,5 @@ def load_prompts(directory: Path, policies_text: str) -> PromptSet:
         _check_variables(path, system, frozenset(), "system")
         _check_variables(path, user, allowed, "user")
         tags = frozenset(m.group(2).lower() for m in _TAG.finditer(spec.user))
-        stages[stage] = StagePrompt(stage, f"{shared}\n\n{system.template.strip()}", user, tags)
+        stages[stage] = StagePrompt(stage, f"{shared}\n\n{system.substitute().strip()}", user, tags)
     return PromptSet(directory=str(directory), stages=stages)

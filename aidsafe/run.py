@@ -31,7 +31,9 @@ def plan_jobs(
             output_dir=output_dir,
             settings=settings,
             policies=policies,
-            fingerprint=partition_fingerprint(path, fingerprint_file(path), settings, policies.hash, prompts.hash),
+            fingerprint=partition_fingerprint(
+                path, fingerprint_file(path), settings, policies.hash, prompts.hash
+            ),
             taken_ids=taken[path],
         )
         for path in paths

@@ -49,7 +49,9 @@ def generate(
     results: list[PartitionResult] = []
     pending = [job for job in jobs if not is_done(job)]
     with live_settings(settings, output_dir / "logs" / "embedded-server.log", needed=bool(pending)) as live:
-        futures = generate_partition_task.map([j.model_copy(update={"settings": live}) for j in jobs], unmapped(prompts))
+        futures = generate_partition_task.map(
+            [j.model_copy(update={"settings": live}) for j in jobs], unmapped(prompts)
+        )
         wait(futures)
     for job, future in zip(jobs, futures, strict=True):
         state = future.state

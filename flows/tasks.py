@@ -17,7 +17,13 @@ from aidsafe.generation import (
 )
 from aidsafe.prompts import PromptSet
 
-TRANSIENT_ERRORS = (TransientFailures, openai.APIConnectionError, openai.RateLimitError, ConnectionError, TimeoutError)
+TRANSIENT_ERRORS = (
+    TransientFailures,
+    openai.APIConnectionError,
+    openai.RateLimitError,
+    ConnectionError,
+    TimeoutError,
+)
 
 
 def retry_transient(task: object, task_run: object, state: object) -> bool:

@@ -92,7 +92,10 @@ async def deliberate(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     cot_changed = response_changed = False
     if not verdict.complete:
         assert verdict.thoughts is not None and verdict.response is not None  # guaranteed by Verdict
-        cot_changed, response_changed = verdict.thoughts != state["cot"], verdict.response != state["response"]
+        cot_changed, response_changed = (
+            verdict.thoughts != state["cot"],
+            verdict.response != state["response"],
+        )
         update |= {"cot": verdict.thoughts, "response": verdict.response}
     update["deliberation_log"] = [
         Turn(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-from langgraph.graph import END
 from langgraph.runtime import Runtime
 
 from graphs.context import Context
@@ -23,7 +22,9 @@ def route_deliberation(state: State, runtime: Runtime[Context]) -> Literal["deli
     if rounds > budget:
         raise UnexpectedState(f"deliberation ran {rounds} rounds, over its budget of {budget}")
     if stop == "complete" or (stop == "budget_exhausted" and rounds == budget):
-        return END
+        return "__end__"  # langgraph.graph.END
     if stop is None and rounds < budget:
         return "deliberate"
-    raise UnexpectedState(f"unexpected deliberation state: stop_reason={stop!r}, rounds={rounds}, budget={budget}")
+    raise UnexpectedState(
+        f"unexpected deliberation state: stop_reason={stop!r}, rounds={rounds}, budget={budget}"
+    )

@@ -59,7 +59,9 @@ class Verdict(BaseModel):
     thoughts: list[str] | None = Field(
         None, description="The corrected chain of thought in full; required when complete is false"
     )
-    response: str | None = Field(None, description="The corrected response in full; required when complete is false")
+    response: str | None = Field(
+        None, description="The corrected response in full; required when complete is false"
+    )
 
     @model_validator(mode="after")
     def _revision_present(self) -> Verdict:

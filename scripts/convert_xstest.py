@@ -30,10 +30,15 @@ def main(source: Path, data: Path) -> None:
     for i in range(PARTITIONS):
         pq.write_table(table.slice(i * size, size), out / f"part-{i:05d}.parquet")
     sample = pd.concat(
-        [frame[frame["label"] == label].sample(SAMPLE_PER_LABEL, random_state=7) for label in ("safe", "unsafe")]
+        [
+            frame[frame["label"] == label].sample(SAMPLE_PER_LABEL, random_state=7)
+            for label in ("safe", "unsafe")
+        ]
     )
     (data / "sample").mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pandas(sample, preserve_index=False), data / "sample" / "xstest-sample.parquet")
+    pq.write_table(
+        pa.Table.from_pandas(sample, preserve_index=False), data / "sample" / "xstest-sample.parquet"
+    )
     # Beside the partition directories, so that `pandas.read_parquet(data / "xstest")` reads only Parquet.
     shutil.copyfile(source / "LICENSE", data / "XSTEST_LICENSE")
     shutil.copyfile(source / "README.md", data / "XSTEST_ATTRIBUTION.md")

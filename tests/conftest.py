@@ -1,0 +1,107 @@
+"""Shared fixtures: the default policies and prompts, a scripted model that records what it was asked,
+the OpenAI-compatible test server, and a real (temporary) Prefect API for flow tests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pydantic import BaseModel
+
+from aidsafe.config import DEFAULT_POLICIES, DEFAULT_PROMPTS
+from aidsafe.policies import PolicySet, load_policies
+from aidsafe.prompts import PromptSet, load_prompts
+from graphs.context import Context
+from graphs.state import Usage
+from tests.openai_server import FakeOpenAI, Script, default_script
+
+Messages = list[tuple[str, str]]
+
+
+class ScriptedModel:
+    """A StructuredCaller that replays scripted replies and records every prompt it was given."""
+
+    def __init__(
+        self, role: str, replies: list[BaseModel | Exception] | Callable[[Messages], BaseModel]
+    ) -> None:
+        self.role = role
+        self.model_name = f"scripted-{role}"
+        self._replies = replies
+        self.calls: list[Messages] = []
+
+    async def call(self, schema: type[Any], messages: Messages) -> tuple[Any, Usage]:
+        self.calls.append(messages)
+        if callable(self._replies):
+            reply: BaseModel | Exception = self._replies(messages)
+        else:
+            if not self._replies:
+                raise AssertionError(f"{self.role}: no scripted reply left for {schema.__name__}")
+            reply = self._replies.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        assert isinstance(reply, schema), f"{self.role} asked for {schema.__name__}, script has {type(reply)}"
+        return reply, Usage(calls=1, input_tokens=sum(len(m[1]) for m in messages) // 4, output_tokens=10)
+
+
+@pytest.fixture(scope="session")
+def policy_set() -> PolicySet:
+    return load_policies(DEFAULT_POLICIES)
+
+
+@pytest.fixture(scope="session")
+def prompts(policy_set: PolicySet) -> PromptSet:
+    return load_prompts(DEFAULT_PROMPTS, policy_set.render())
+
+
+@pytest.fixture
+def make_context(prompts: PromptSet) -> Callable[..., Context]:
+    def make(models: dict[str, ScriptedModel], max_rounds: int = 4) -> Context:
+        agents = tuple(sorted(r for r in models if r.startswith("agent")))
+        return Context(models=models, prompts=prompts, agent_roles=agents, max_rounds=max_rounds)
+
+    return make
+
+
+@pytest.fixture
+def fake_openai() -> Callable[..., FakeOpenAI]:
+    """Start test servers: fake_openai(script, latency=0.0); stopped at the end of the test."""
+    servers: list[FakeOpenAI] = []
+
+    def start(script: Script = default_script, latency: float = 0.0) -> FakeOpenAI:
+        server = FakeOpenAI(script, latency).__enter__()
+        servers.append(server)
+        return server
+
+    yield start  # type: ignore[misc]
+    for server in servers:
+        server.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A real, temporary Prefect API server for the flow tests."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No endpoint from the developer's environment leaks into a test."""
+    for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "AIDSAFE_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def write_partition(path: Path, rows: list[dict[str, Any]], schema: pa.Schema | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+    return path
+
+
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")

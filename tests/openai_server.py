@@ -1,0 +1,154 @@
+"""An OpenAI-compatible chat-completions server for tests: real HTTP on 127.0.0.1, scripted replies.
+
+A script is a function from the parsed request to a Reply. Requests are recorded, so tests can check
+what the pipeline sent (prompt text, tool schema, max_tokens field). Latency is configurable.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Request:
+    """A chat-completions request as the server saw it."""
+
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+    @property
+    def model(self) -> str:
+        return str(self.body.get("model"))
+
+    @property
+    def tool(self) -> str | None:
+        tools = self.body.get("tools") or []
+        return tools[0]["function"]["name"] if tools else None
+
+    @property
+    def system(self) -> str:
+        return next((m["content"] for m in self.body["messages"] if m["role"] == "system"), "")
+
+    @property
+    def text(self) -> str:
+        """Every message of the conversation, joined."""
+        return "\n".join(str(m.get("content") or "") for m in self.body["messages"])
+
+    @property
+    def user(self) -> str:
+        return str(self.body["messages"][-1]["content"])
+
+
+@dataclass
+class Reply:
+    """What to answer: tool-call arguments (a dict, or a raw string such as invalid JSON) or plain content."""
+
+    arguments: dict[str, Any] | str | None = None
+    content: str | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int = 100
+    completion_tokens: int = 20
+
+
+Script = Callable[[Request], Reply]
+
+
+def _completion(request: Request, reply: Reply) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": reply.content}
+    if reply.arguments is not None:
+        args = reply.arguments if isinstance(reply.arguments, str) else json.dumps(reply.arguments)
+        message["tool_calls"] = [
+            {"id": "call_1", "type": "function", "function": {"name": request.tool, "arguments": args}}
+        ]
+    finish = reply.finish_reason or ("tool_calls" if reply.arguments is not None else "stop")
+    return {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": request.model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": {
+            "prompt_tokens": reply.prompt_tokens,
+            "completion_tokens": reply.completion_tokens,
+            "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+        },
+    }
+
+
+@dataclass
+class FakeOpenAI:
+    """Run with `with FakeOpenAI(script) as server:`; server.base_url is the OpenAI base URL."""
+
+    script: Script
+    latency: float = 0.0
+    requests: list[Request] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __enter__(self) -> FakeOpenAI:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def _answer(self, request: Request) -> dict[str, Any]:
+        with self._lock:
+            self.requests.append(request)
+        if self.latency:
+            time.sleep(self.latency)
+        return _completion(request, self.script(request))
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _send(self, status: int, payload: dict[str, Any]) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                self._send(200, {"object": "list", "data": [{"id": "test", "object": "model"}]})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length))
+                request = Request(body=body, headers={k.lower(): v for k, v in self.headers.items()})
+                try:
+                    self._send(200, server._answer(request))
+                except Exception as exc:  # a broken script shows up as a 500 with its message
+                    self._send(500, {"error": {"message": f"script error: {exc!r}", "type": "server_error"}})
+
+        return Handler
+
+
+def default_script(request: Request) -> Reply:
+    """A well-behaved backend: benign intents, a two-thought draft, agents confirm completion."""
+    if request.tool == "IntentList":
+        return Reply({"intents": [{"description": "Get information about the topic.", "kind": "benign"}]})
+    if request.tool == "Draft":
+        return Reply({"thoughts": ["The request is benign.", "Policy respect_helpfulness applies."],
+                      "response": "Here is a helpful answer."})  # fmt: skip
+    if request.tool == "Verdict":
+        return Reply({"complete": True, "feedback": "Follows every policy."})
+    raise ValueError(f"unexpected tool {request.tool}")

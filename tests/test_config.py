@@ -1,0 +1,265 @@
+"""Settings resolution: precedence of overrides, config file, environment and the embedded default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aidsafe.config import (
+    DEFAULT_POLICIES,
+    DEFAULT_PROMPTS,
+    EMBEDDED_MODEL_NAME,
+    load_settings,
+    read_config_file,
+)
+from aidsafe.errors import ConfigError
+
+ROLES = ["intent", "drafter", "agent1", "agent2"]
+ENV = {
+    "OPENAI_BASE_URL": "http://env.example:8000/v1",
+    "AIDSAFE_MODEL": "env-model",
+    "OPENAI_API_KEY": "sk-env",
+}
+SECRET = "sk-very-secret-value-123"
+
+
+def config(tmp_path: Path, text: str, name: str = "aidsafe.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_nothing_configured_runs_every_role_embedded() -> None:
+    settings = load_settings(None, env={})
+    assert list(settings.roles) == ROLES
+    for endpoint in settings.roles.values():
+        assert endpoint.base_url is None and endpoint.embedded
+        assert endpoint.model == EMBEDDED_MODEL_NAME
+    assert settings.uses_embedded
+
+
+def test_environment_sets_every_role() -> None:
+    settings = load_settings(None, env=ENV)
+    for endpoint in settings.roles.values():
+        assert endpoint.base_url == "http://env.example:8000/v1"
+        assert endpoint.model == "env-model"
+        assert endpoint.api_key.get_secret_value() == "sk-env"
+    assert not settings.uses_embedded
+
+
+def test_config_file_endpoint_beats_environment(tmp_path: Path) -> None:
+    path = config(tmp_path, '[endpoint]\nbase_url = "http://file.example/v1"\nmodel = "file-model"\n')
+    settings = load_settings(path, env=ENV)
+    for endpoint in settings.roles.values():
+        assert (endpoint.base_url, endpoint.model) == ("http://file.example/v1", "file-model")
+
+
+def test_role_entry_overrides_only_that_role(tmp_path: Path) -> None:
+    path = config(tmp_path, '[roles.agent2]\nbase_url = "http://agent2.example/v1"\nmodel = "big-model"\n')
+    settings = load_settings(path, env=ENV)
+    assert settings.roles["agent2"].base_url == "http://agent2.example/v1"
+    assert settings.roles["agent2"].model == "big-model"
+    for name in ("intent", "drafter", "agent1"):
+        assert settings.roles[name].base_url == "http://env.example:8000/v1"
+        assert settings.roles[name].model == "env-model"
+
+
+def test_role_entry_inherits_unset_fields_from_the_file_endpoint(tmp_path: Path) -> None:
+    path = config(
+        tmp_path,
+        '[endpoint]\nbase_url = "http://file.example/v1"\nmodel = "m"\n[roles.agent2]\nmodel = "other"\n',
+    )
+    settings = load_settings(path, env={})
+    assert settings.roles["agent2"].base_url == "http://file.example/v1"
+    assert settings.roles["agent2"].model == "other"
+    assert settings.roles["agent1"].model == "m"
+
+
+def test_explicit_overrides_beat_file_and_environment(tmp_path: Path) -> None:
+    path = config(
+        tmp_path,
+        '[endpoint]\nbase_url = "http://file.example/v1"\nmodel = "file-model"\n'
+        '[roles.agent2]\nbase_url = "http://agent2.example/v1"\nmodel = "big-model"\n',
+    )
+    overrides = {"base_url": "http://cli.example/v1", "model": "cli-model"}
+    settings = load_settings(path, overrides=overrides, env=ENV)
+    for endpoint in settings.roles.values():
+        assert (endpoint.base_url, endpoint.model) == ("http://cli.example/v1", "cli-model")
+
+
+def test_none_overrides_are_ignored() -> None:
+    settings = load_settings(None, overrides={"base_url": None, "model": None, "max_rounds": None}, env=ENV)
+    assert settings.roles["intent"].model == "env-model"
+    assert settings.max_rounds == 4
+
+
+def test_three_agents_create_agent3() -> None:
+    settings = load_settings(None, overrides={"agents": 3}, env={})
+    assert list(settings.roles) == [*ROLES, "agent3"]
+    assert settings.agent_roles == ["agent1", "agent2", "agent3"]
+
+
+def test_unknown_role_in_file_is_an_error(tmp_path: Path) -> None:
+    path = config(tmp_path, '[roles.agent3]\nbase_url = "http://x.example/v1"\nmodel = "m"\n')
+    with pytest.raises(ConfigError, match="agent3"):
+        load_settings(path, env={})
+
+
+def test_role_allowed_when_agents_make_it_exist(tmp_path: Path) -> None:
+    path = config(tmp_path, 'agents = 3\n[roles.agent3]\nbase_url = "http://x.example/v1"\nmodel = "m"\n')
+    settings = load_settings(path, env={})
+    assert settings.roles["agent3"].model == "m"
+    assert settings.roles["agent1"].embedded
+
+
+def test_base_url_without_model_names_the_role(tmp_path: Path) -> None:
+    path = config(tmp_path, '[roles.drafter]\nbase_url = "http://x.example/v1"\n')
+    with pytest.raises(ConfigError, match=r"role drafter.*no model"):
+        load_settings(path, env={})
+
+
+def test_model_without_base_url_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="without a base URL"):
+        load_settings(None, env={"AIDSAFE_MODEL": "gpt-x"})
+
+
+def test_api_key_env_naming_an_unset_variable_is_an_error(tmp_path: Path) -> None:
+    path = config(
+        tmp_path, '[endpoint]\nbase_url = "http://x.example/v1"\nmodel = "m"\napi_key_env = "MY_KEY"\n'
+    )
+    with pytest.raises(ConfigError, match="MY_KEY"):
+        load_settings(path, env={"OPENAI_API_KEY": "sk-env"})
+
+
+def test_api_key_env_reads_the_named_variable(tmp_path: Path) -> None:
+    path = config(
+        tmp_path, '[endpoint]\nbase_url = "http://x.example/v1"\nmodel = "m"\napi_key_env = "MY_KEY"\n'
+    )
+    settings = load_settings(path, env={"MY_KEY": "sk-mine", "OPENAI_API_KEY": "sk-env"})
+    assert settings.roles["agent1"].api_key.get_secret_value() == "sk-mine"
+
+
+def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
+    path = config(tmp_path, "agents = [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid TOML") as info:
+        load_settings(path, env={})
+    assert str(path) in str(info.value)
+
+
+def test_missing_config_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.toml"
+    with pytest.raises(ConfigError) as info:
+        read_config_file(path)
+    assert str(path) in str(info.value)
+
+
+def test_unknown_key_names_the_file_and_the_key(tmp_path: Path) -> None:
+    path = config(tmp_path, "max_round = 3\n")
+    with pytest.raises(ConfigError, match="max_round") as info:
+        read_config_file(path)
+    assert str(path) in str(info.value)
+
+
+def test_unknown_endpoint_key_names_the_file(tmp_path: Path) -> None:
+    path = config(tmp_path, '[endpoint]\nurl = "http://x.example/v1"\n')
+    with pytest.raises(ConfigError, match=r"endpoint\.url") as info:
+        load_settings(path, env={})
+    assert str(path) in str(info.value)
+
+
+def test_out_of_range_endpoint_value_names_the_file(tmp_path: Path) -> None:
+    path = config(tmp_path, "[endpoint]\ntemperature = 5.0\n")
+    with pytest.raises(ConfigError, match="temperature") as info:
+        load_settings(path, env={})
+    assert str(path) in str(info.value)
+
+
+def test_zero_max_rounds_in_file_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    path = config(tmp_path, "max_rounds = 0\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    assert str(path) in str(info.value)
+
+
+def test_zero_agents_in_file_is_an_error(tmp_path: Path) -> None:
+    path = config(tmp_path, "agents = 0\n")
+    with pytest.raises(ConfigError):
+        load_settings(path, env={})
+
+
+def test_too_large_max_rounds_in_file_names_the_file(tmp_path: Path) -> None:
+    path = config(tmp_path, "max_rounds = 999\n")
+    with pytest.raises(ConfigError, match="max_rounds") as info:
+        load_settings(path, env={})
+    assert str(path) in str(info.value)
+
+
+def test_out_of_range_override_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="max_rounds"):
+        load_settings(None, overrides={"max_rounds": 0}, env={})
+
+
+def test_api_key_is_not_in_repr_nor_in_identity(tmp_path: Path) -> None:
+    env = {**ENV, "OPENAI_API_KEY": SECRET}
+    settings = load_settings(None, env=env)
+    assert settings.roles["intent"].api_key.get_secret_value() == SECRET
+    assert SECRET not in repr(settings)
+    assert SECRET not in str(settings)
+    assert SECRET not in settings.generation_identity()
+
+
+def test_identity_changes_with_model_and_max_rounds() -> None:
+    base = load_settings(None, env=ENV).generation_identity()
+    other_model = load_settings(None, overrides={"model": "other"}, env=ENV).generation_identity()
+    more_rounds = load_settings(None, overrides={"max_rounds": 7}, env=ENV).generation_identity()
+    assert len({base, other_model, more_rounds}) == 3
+
+
+def test_identity_ignores_concurrency_and_api_key() -> None:
+    base = load_settings(None, env=ENV).generation_identity()
+    assert load_settings(None, overrides={"concurrency": 64}, env=ENV).generation_identity() == base
+    assert load_settings(None, env={**ENV, "OPENAI_API_KEY": "sk-other"}).generation_identity() == base
+
+
+def test_identity_ignores_the_port_of_embedded_roles() -> None:
+    settings = load_settings(None, env={})
+    roles = frozenset(settings.roles)
+    one = settings.with_embedded_url("http://127.0.0.1:41001/v1").generation_identity(roles)
+    two = settings.with_embedded_url("http://127.0.0.1:41002/v1").generation_identity(roles)
+    assert one == two == settings.generation_identity()
+
+
+def test_max_tokens_field_is_max_completion_tokens_for_openai() -> None:
+    settings = load_settings(None, env={**ENV, "OPENAI_BASE_URL": "https://api.openai.com/v1"})
+    assert {e.max_tokens_field for e in settings.roles.values()} == {"max_completion_tokens"}
+
+
+def test_max_tokens_field_is_max_tokens_elsewhere() -> None:
+    settings = load_settings(None, env=ENV)
+    assert {e.max_tokens_field for e in settings.roles.values()} == {"max_tokens"}
+    assert load_settings(None, env={}).roles["intent"].max_tokens_field == "max_tokens"
+
+
+def test_max_tokens_field_from_the_file_wins(tmp_path: Path) -> None:
+    path = config(tmp_path, '[endpoint]\nmax_tokens_field = "max_tokens"\n')
+    settings = load_settings(path, env={**ENV, "OPENAI_BASE_URL": "https://api.openai.com/v1"})
+    assert settings.roles["intent"].max_tokens_field == "max_tokens"
+
+
+def test_relative_policies_resolve_against_the_config_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conf_dir = tmp_path / "conf"
+    conf_dir.mkdir()
+    path = config(conf_dir, 'policies = "mine"\nprompts = "../prompts"\n')
+    monkeypatch.chdir(tmp_path)  # the working directory must not matter
+    settings = load_settings(Path("conf/aidsafe.toml"), env={})
+    assert settings.policies_dir == conf_dir.resolve() / "mine"
+    assert settings.prompts_dir.resolve() == (tmp_path / "prompts").resolve()
+    assert read_config_file(path).policies == conf_dir.resolve() / "mine"
+
+
+def test_default_directories_without_config() -> None:
+    settings = load_settings(None, env={})
+    assert (settings.policies_dir, settings.prompts_dir) == (DEFAULT_POLICIES, DEFAULT_PROMPTS)

@@ -1,0 +1,165 @@
+"""The generate flow through a real Prefect API and real HTTP to the test server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from aidsafe.cli import main
+from aidsafe.config import DEFAULT_POLICIES
+from aidsafe.output import GENERATED
+from flows.generate import PartitionsFailed, generate
+from tests.conftest import write_partition
+from tests.openai_server import FakeOpenAI, Reply, Request, default_script
+
+pytestmark = pytest.mark.usefixtures("prefect_api", "clean_env")
+SCHEMA = pa.schema(
+    [("id", pa.string()), ("prompt", pa.string()), ("label", pa.string()), ("score", pa.int64())]
+)
+
+
+def rows(prefix: str, n: int) -> list[dict[str, object]]:
+    return [{"id": f"{prefix}-{i}", "prompt": f"How do I kill process {i}?", "label": "safe", "score": i}
+            for i in range(n)]  # fmt: skip
+
+
+def make_input(root: Path, partitions: int = 2, per: int = 3) -> Path:
+    for p in range(partitions):
+        write_partition(root / f"part-{p}.parquet", rows(f"p{p}", per), SCHEMA)
+    return root
+
+
+def run(server: FakeOpenAI, source: Path, out: Path, **extra: object) -> object:
+    return generate(input=str(source), output=str(out), base_url=server.base_url, model="test-model", **extra)
+
+
+def test_generate_writes_one_partition_per_input(
+    tmp_path: Path, fake_openai: Callable[..., FakeOpenAI]
+) -> None:
+    server = fake_openai()
+    summary = run(server, make_input(tmp_path / "in"), tmp_path / "out", concurrency=2)
+    out = tmp_path / "out" / "generated"
+    assert sorted(p.name for p in out.iterdir()) == ["part-0.parquet", "part-1.parquet"]  # no temp files left
+    table = pq.read_table(out / "part-0.parquet")
+    assert table.column_names == ["id", "prompt", "label", "score", *GENERATED.names]
+    assert table.schema.field("score").type == pa.int64()  # carried through unchanged
+    row = table.to_pylist()[1]
+    assert row["id"] == "p0-1" and row["score"] == 1 and row["label"] == "safe"
+    assert row["stop_reason"] == "complete" and row["rounds"] == 1
+    assert row["cot"] == ["The request is benign.", "Policy respect_helpfulness applies."]
+    assert row["models"] == {"intent": "test-model", "drafter": "test-model", "agents": ["test-model"] * 2}
+    assert row["policy_set"].startswith("sha256:")
+    assert row["usage"]["deliberation"] == {"calls": 1, "input_tokens": 100, "output_tokens": 20}
+    assert len(server.requests) == 6 * 3  # 6 rows x (intent, draft, one deliberation turn)
+    written = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert written["rows_ok"] == 6 and written["rows_failed"] == 0
+    assert summary.rows_ok == 6  # type: ignore[attr-defined]
+
+
+def deliberation_never_valid_for(prompt_marker: str) -> Callable[[Request], Reply]:
+    def script(request: Request) -> Reply:
+        if request.tool == "Verdict" and prompt_marker in request.text:
+            return Reply({"complete": False, "feedback": "no revision given"})
+        return default_script(request)
+
+    return script
+
+
+def test_every_row_reaches_output_or_failures(tmp_path: Path, fake_openai: Callable[..., FakeOpenAI]) -> None:
+    server = fake_openai(deliberation_never_valid_for("POISON"))
+    data = [*rows("a", 3), {"id": "a-1", "prompt": "dup", "label": "x", "score": 0},
+            {"id": "b", "prompt": "   ", "label": "x", "score": 0},
+            {"id": "c", "prompt": "POISON prompt", "label": "x", "score": 0}]  # fmt: skip
+    write_partition(tmp_path / "in" / "p.parquet", data, SCHEMA)
+    write_partition(
+        tmp_path / "in" / "q.parquet", [{"id": "a-0", "prompt": "again", "label": "", "score": 1}], SCHEMA
+    )
+    summary = run(server, tmp_path / "in", tmp_path / "out")
+    done = pq.read_table(tmp_path / "out" / "generated").column("id").to_pylist()
+    failures = pq.read_table(tmp_path / "out" / "failures").to_pylist()
+    assert sorted(done) == ["a-0", "a-1", "a-2"]
+    by_row = {(f["partition"], f["row"]): f for f in failures}
+    assert by_row[("p", 3)]["stage"] == "input" and "duplicate id 'a-1'" in by_row[("p", 3)]["message"]
+    assert by_row[("p", 4)]["stage"] == "input" and "whitespace" in by_row[("p", 4)]["message"]
+    assert (
+        by_row[("p", 5)]["stage"] == "deliberation"
+        and by_row[("p", 5)]["error_type"] == "StructuredOutputError"
+    )
+    assert by_row[("q", 0)]["stage"] == "input" and "earlier partition" in by_row[("q", 0)]["message"]
+    assert len(done) + len(failures) == len(data) + 1
+    assert summary.rows_failed == 4  # type: ignore[attr-defined]
+
+
+def test_rerun_skips_unchanged_partitions_and_redoes_changed_ones(
+    tmp_path: Path, fake_openai: Callable[..., FakeOpenAI]
+) -> None:
+    server = fake_openai()
+    source, out = make_input(tmp_path / "in"), tmp_path / "out"
+    run(server, source, out)
+    first = len(server.requests)
+    (source / "part-0.parquet").touch()  # new mtime, same content
+    summary = run(server, source, out)
+    assert len(server.requests) == first
+    assert [p.status for p in summary.partitions] == ["skipped", "skipped"]  # type: ignore[attr-defined]
+    assert summary.rows_ok == 6  # type: ignore[attr-defined]
+    write_partition(source / "part-1.parquet", rows("p1", 4), SCHEMA)  # same path, new content
+    summary = run(server, source, out)
+    assert [p.status for p in summary.partitions] == ["skipped", "done"]  # type: ignore[attr-defined]
+    assert len(server.requests) == first + 4 * 3
+    assert pq.read_table(out / "generated" / "part-1.parquet").num_rows == 4
+
+
+def test_changed_policies_or_budget_redo_everything(
+    tmp_path: Path, fake_openai: Callable[..., FakeOpenAI]
+) -> None:
+    server = fake_openai()
+    source, out = make_input(tmp_path / "in", partitions=1), tmp_path / "out"
+    run(server, source, out)
+    policies = tmp_path / "policies"
+    shutil.copytree(DEFAULT_POLICIES, policies)
+    text = (policies / "03_physical_harm.toml").read_text()
+    (policies / "03_physical_harm.toml").write_text(text.replace("Physical harm", "Physical harm and injury"))
+    summary = run(server, source, out, policies=str(policies))
+    assert summary.partitions[0].status == "done"  # type: ignore[attr-defined]
+    table = pq.read_table(out / "generated")
+    assert len(set(table.column("policy_set").to_pylist())) == 1
+    assert run(server, source, out, policies=str(policies), max_rounds=2).partitions[0].status == "done"  # type: ignore[attr-defined]
+
+
+def test_a_bad_partition_fails_the_run_but_not_the_others(
+    tmp_path: Path, fake_openai: Callable[..., FakeOpenAI]
+) -> None:
+    server = fake_openai()
+    source = make_input(tmp_path / "in", partitions=1)
+    (source / "broken.parquet").write_bytes(b"this is not parquet")
+    with pytest.raises(PartitionsFailed, match=r"broken .*broken\.parquet"):
+        run(server, source, tmp_path / "out")
+    assert pq.read_table(tmp_path / "out" / "generated" / "part-0.parquet").num_rows == 3
+    failure = pq.read_table(tmp_path / "out" / "failures" / "broken.parquet").to_pylist()[0]
+    assert failure["stage"] == "input" and "broken.parquet" in failure["message"] and failure["id"] is None
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [p["status"] for p in summary["partitions"]] == ["failed", "done"]
+
+
+def test_cli_reports_errors_without_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["generate", "--input", str(tmp_path / "missing"), "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("aidsafe: error: ") and "missing: input not found" in err and "Traceback" not in err
+
+
+def test_cli_prints_where_the_output_is(
+    tmp_path: Path, fake_openai: Callable[..., FakeOpenAI], capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = fake_openai()
+    source = make_input(tmp_path / "in", partitions=1, per=1)
+    code = main(["generate", "--input", str(source), "--output", str(tmp_path / "o"),
+                 "--base-url", server.base_url, "--model", "m", "--max-rounds", "2"])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0 and "rows: 1 ok, 0 failed" in printed
+    assert f"summary:  {tmp_path / 'o' / 'summary.json'}" in printed
