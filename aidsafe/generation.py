@@ -75,6 +75,7 @@ class PartitionResult(BaseModel):
     status: Literal["done", "skipped", "failed"]
     rows_ok: int = 0
     rows_failed: int = 0
+    llm_calls: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
     seconds: float = 0.0
@@ -149,10 +150,10 @@ async def _run(job: PartitionJob, partition: Partition, prompts: PromptSet, prog
     return done, failed, _models_column(models, settings.agent_roles)
 
 
-def _usage_total(rows: list[dict[str, Any]]) -> tuple[int, int]:
-    inp = sum(u["input_tokens"] for r in rows for u in r["usage"].values())
-    out = sum(u["output_tokens"] for r in rows for u in r["usage"].values())
-    return inp, out
+def _usage_total(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """LLM calls and tokens of the successful rows, all stages together."""
+    keys = {"llm_calls": "calls", "input_tokens": "input_tokens", "output_tokens": "output_tokens"}
+    return {name: sum(u[key] for r in rows for u in r["usage"].values()) for name, key in keys.items()}
 
 
 def generate_partition(
@@ -178,8 +179,7 @@ def generate_partition(
     write_atomic(output_table(partition.table, [r for r, _ in done], generated), job.output_path, meta)
     if transient:
         raise TransientFailures(f"{job.name}: {len(transient)} row(s) failed on transient backend errors")
-    tokens_in, tokens_out = _usage_total(generated)
     return PartitionResult(
         partition=job.name, status="done", rows_ok=len(done), rows_failed=len(failures),
-        input_tokens=tokens_in, output_tokens=tokens_out, seconds=round(time.monotonic() - started, 2),
+        seconds=round(time.monotonic() - started, 2), **_usage_total(generated),
     )  # fmt: skip

@@ -47,6 +47,7 @@ class RunSummary(BaseModel):
     partitions: list[PartitionResult]
     rows_ok: int
     rows_failed: int
+    llm_calls: int
     input_tokens: int
     output_tokens: int
 
@@ -62,11 +63,18 @@ class RunSummary(BaseModel):
         return sum(1 for p in self.partitions if p.status == status)
 
     def describe(self) -> str:
-        return (
+        text = (
             f"{len(self.partitions)} partition(s): {self.counts('done')} generated, {self.counts('skipped')} "
-            f"unchanged, {self.counts('failed')} failed; rows: {self.rows_ok} ok, {self.rows_failed} failed; "
-            f"tokens: {self.input_tokens} in, {self.output_tokens} out"
+            f"unchanged, {self.counts('failed')} failed; rows: {self.rows_ok} ok, {self.rows_failed} failed"
         )
+        generated = sum(p.rows_ok for p in self.partitions if p.status == "done")
+        if generated:
+            calls, tokens_in, tokens_out = (
+                n / generated for n in (self.llm_calls, self.input_tokens, self.output_tokens)
+            )
+            text += f"; per generated row: {calls:.1f} LLM calls, "
+            text += f"{tokens_in:.0f} input + {tokens_out:.0f} output tokens"
+        return text
 
 
 def summarize(output_dir: Path, results: list[PartitionResult]) -> RunSummary:
@@ -75,6 +83,7 @@ def summarize(output_dir: Path, results: list[PartitionResult]) -> RunSummary:
         partitions=results,
         rows_ok=sum(r.rows_ok for r in results),
         rows_failed=sum(r.rows_failed for r in results),
+        llm_calls=sum(r.llm_calls for r in results),
         input_tokens=sum(r.input_tokens for r in results),
         output_tokens=sum(r.output_tokens for r in results),
     )

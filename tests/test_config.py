@@ -263,3 +263,13 @@ def test_relative_policies_resolve_against_the_config_directory(
 def test_default_directories_without_config() -> None:
     settings = load_settings(None, env={})
     assert (settings.policies_dir, settings.prompts_dir) == (DEFAULT_POLICIES, DEFAULT_PROMPTS)
+
+
+def test_the_example_config_in_the_repository_loads() -> None:
+    from aidsafe.config import PROJECT_ROOT
+
+    env = {"VLLM_API_KEY": "k1", "OPENAI_API_KEY": "k2"}
+    settings = load_settings(PROJECT_ROOT / "aidsafe.example.toml", env=env)
+    assert settings.roles["agent1"].model == "Qwen/Qwen2.5-7B-Instruct"
+    assert settings.roles["agent2"].max_tokens_field == "max_completion_tokens"
+    assert settings.roles["agent2"].api_key.get_secret_value() == "k2"

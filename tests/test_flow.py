@@ -58,7 +58,8 @@ def test_generate_writes_one_partition_per_input(
     assert row["usage"]["deliberation"] == {"calls": 1, "input_tokens": 100, "output_tokens": 20}
     assert len(server.requests) == 6 * 3  # 6 rows x (intent, draft, one deliberation turn)
     written = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert written["rows_ok"] == 6 and written["rows_failed"] == 0
+    assert written["rows_ok"] == 6 and written["rows_failed"] == 0 and written["llm_calls"] == 18
+    assert written["input_tokens"] == 18 * 100 and written["output_tokens"] == 18 * 20
     assert summary.rows_ok == 6  # type: ignore[attr-defined]
 
 
@@ -161,5 +162,8 @@ def test_cli_prints_where_the_output_is(
     code = main(["generate", "--input", str(source), "--output", str(tmp_path / "o"),
                  "--base-url", server.base_url, "--model", "m", "--max-rounds", "2"])  # fmt: skip
     printed = capsys.readouterr().out
-    assert code == 0 and "rows: 1 ok, 0 failed" in printed
+    assert (
+        code == 0
+        and "rows: 1 ok, 0 failed; per generated row: 3.0 LLM calls, 300 input + 60 output" in printed
+    )
     assert f"summary:  {tmp_path / 'o' / 'summary.json'}" in printed
