@@ -88,6 +88,8 @@ class FakeOpenAI:
     script: Script
     latency: float = 0.0
     requests: list[Request] = field(default_factory=list)
+    max_in_flight: int = 0
+    _in_flight: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __enter__(self) -> FakeOpenAI:
@@ -108,9 +110,15 @@ class FakeOpenAI:
     def _answer(self, request: Request) -> dict[str, Any]:
         with self._lock:
             self.requests.append(request)
-        if self.latency:
-            time.sleep(self.latency)
-        return _completion(request, self.script(request))
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        try:
+            if self.latency:
+                time.sleep(self.latency)
+            return _completion(request, self.script(request))
+        finally:
+            with self._lock:
+                self._in_flight -= 1
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self

@@ -64,3 +64,15 @@ def test_the_embedded_server_honours_max_tokens(tmp_path: Path) -> None:
         with pytest.raises(StructuredOutputError, match=r"cut off at max_tokens \(16\)") as caught:
             asyncio.run(ask())
     assert "3 attempts" in str(caught.value)
+
+
+def test_the_embedded_server_stops_when_the_run_fails(tmp_path: Path) -> None:
+    settings = load_settings(env={})
+    with (
+        pytest.raises(RuntimeError, match="run failed"),
+        embedded_server(settings.embedded, tmp_path / "s.log") as url,
+    ):
+        assert openai.OpenAI(base_url=url, api_key="x").models.list().data[0].id == "SmolLM2-135M-Instruct"
+        raise RuntimeError("run failed")
+    with pytest.raises(openai.APIConnectionError):
+        openai.OpenAI(base_url=url, api_key="x", max_retries=0).models.list()
