@@ -24,7 +24,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_POLICIES = PROJECT_ROOT / "policies" / "default"
 DEFAULT_PROMPTS = PROJECT_ROOT / "policies" / "prompts"
 EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
-FIXED_ROLES = ("intent", "drafter")
+FIXED_ROLES = ("intent", "drafter", "refiner", "grader", "baseline", "whisperer")
+# A role that is not configured itself takes the endpoint of another role before the defaults.
+ROLE_FALLBACK = {"grader": "refiner", "baseline": "drafter", "whisperer": "drafter"}
 # The embedded model is small and slow on CPU: shorter replies, patient timeouts, few HTTP retries.
 EMBEDDED_DEFAULTS: dict[str, Any] = {"max_tokens": 384, "timeout": 600.0, "max_retries": 2}
 TokenField = Literal["max_tokens", "max_completion_tokens"]
@@ -58,16 +60,13 @@ class Endpoint(BaseModel):
     base_url: str | None
     model: str
     api_key: SecretStr = Field(repr=False)
+    embedded: bool = Field(False, description="Served by the embedded default server")
     max_tokens: int = 512
     max_tokens_field: TokenField = "max_tokens"
     temperature: float = 0.2
     timeout: float = 300.0
     max_retries: int = 4
     structured_retries: int = 2
-
-    @property
-    def embedded(self) -> bool:
-        return self.base_url is None
 
     def identity(self) -> dict[str, Any]:
         """What determines this endpoint's output (no secret, no ephemeral port)."""
@@ -119,16 +118,15 @@ class Settings(BaseModel):
         }
         return self.model_copy(update={"roles": roles})
 
-    def generation_identity(self, embedded_roles: frozenset[str] = frozenset()) -> str:
-        """Hash of the settings that change generated rows (not concurrency, keys or ports)."""
-        roles = {}
-        for name, endpoint in sorted(self.roles.items()):
-            ident = endpoint.identity()
-            if name in embedded_roles:
-                ident["server"] = "embedded"
-            roles[name] = ident
-        payload = {"roles": roles, "agents": self.agents, "max_rounds": self.max_rounds}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    def identity(self, roles: list[str], **extra: Any) -> str:
+        """Hash of the settings of some roles that change their output (not concurrency, keys or ports)."""
+        payload = {"roles": {name: self.roles[name].identity() for name in sorted(roles)}, **extra}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def generation_identity(self) -> str:
+        """The identity of stages 1-3: intent, drafter and deliberation agents, and the budget."""
+        roles = ["intent", "drafter", *self.agent_roles]
+        return self.identity(roles, agents=self.agents, max_rounds=self.max_rounds)
 
 
 class FileConfig(BaseModel):
@@ -204,6 +202,7 @@ def _resolve(role: str, spec: EndpointSpec, env: Mapping[str, str]) -> Endpoint:
             base_url=None,
             model=EMBEDDED_MODEL_NAME,
             api_key=SecretStr("embedded"),
+            embedded=True,
             **(EMBEDDED_DEFAULTS | values),
         )
     if not spec.model:
@@ -219,6 +218,16 @@ def _resolve(role: str, spec: EndpointSpec, env: Mapping[str, str]) -> Endpoint:
     is_openai = host == "openai.com" or host.endswith(".openai.com")
     values.setdefault("max_tokens_field", "max_completion_tokens" if is_openai else "max_tokens")
     return Endpoint(api_key=SecretStr(env.get(key_env) or "not-set"), **values)
+
+
+def _role_spec(name: str, file: FileConfig, cli: EndpointSpec, env: Mapping[str, str]) -> EndpointSpec:
+    """Explicit values, then the role's own config, its fallback role's, the file default, the environment."""
+    chain = [file.roles.get(name, EndpointSpec())]
+    fallback = ROLE_FALLBACK.get(name)
+    while fallback:
+        chain.append(file.roles.get(fallback, EndpointSpec()))
+        fallback = ROLE_FALLBACK.get(fallback)
+    return _merge(cli, *chain, file.endpoint, _env_endpoint(env))
 
 
 def load_settings(
@@ -242,14 +251,7 @@ def load_settings(
         unknown = set(file.roles) - set(role_names)
         if unknown:
             raise ConfigError(f"unknown role(s) {sorted(unknown)}; roles are {role_names}")
-        roles = {
-            name: _resolve(
-                name,
-                _merge(cli_endpoint, file.roles.get(name, EndpointSpec()), file.endpoint, _env_endpoint(env)),
-                env,
-            )
-            for name in role_names
-        }
+        roles = {name: _resolve(name, _role_spec(name, file, cli_endpoint, env), env) for name in role_names}
         return Settings(
             roles=roles,
             agents=agents,
@@ -261,3 +263,22 @@ def load_settings(
         )
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from exc
+
+
+class Options(BaseModel):
+    """Explicit settings (CLI options or flow parameters); they beat the config file and the environment."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    config: Path | None = Field(None, description="TOML config file")
+    policies: Path | None = Field(None, description="Policy directory")
+    concurrency: int | None = Field(None, ge=1, description="Rows in flight per partition")
+    max_rounds: int | None = Field(None, ge=1, description="Deliberation budget in agent turns")
+    agents: int | None = Field(None, ge=1, description="Deliberation agents")
+    base_url: str | None = Field(None, description="OpenAI-compatible base URL for every role")
+    model: str | None = Field(None, description="Model name for every role")
+    max_tokens: int | None = Field(None, ge=16, description="Completion token limit per call")
+
+    def load(self, env: Mapping[str, str] | None = None) -> Settings:
+        overrides = self.model_dump(exclude={"config"}, exclude_none=True)
+        return load_settings(self.config, overrides=overrides, env=env)

@@ -39,3 +39,12 @@ class StructuredOutputError(AidsafeError):
 
 class EmbeddedServerError(AidsafeError):
     """The embedded llama.cpp server could not be found, started or reached."""
+
+
+class StageFailed(Exception):
+    """A stage of one row failed after the model's retries; carries the stage name and the cause."""
+
+    def __init__(self, stage: str, cause: BaseException) -> None:
+        super().__init__(f"{stage}: {type(cause).__name__}: {cause}")
+        self.stage = stage
+        self.cause = cause

@@ -8,6 +8,7 @@ connection errors, timeouts) are retried with backoff by the OpenAI client itsel
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 import openai
@@ -21,6 +22,8 @@ from aidsafe.errors import StructuredOutputError
 from graphs.state import Usage
 
 T = TypeVar("T", bound=BaseModel)
+# A row-specific validation beyond the schema (e.g. thought numbers in range); raises ValueError.
+Check = Callable[[T], None]
 Messages = list[tuple[str, str]]
 HttpClient = openai.DefaultAsyncHttpxClient  # built inside the task that uses it (one per event loop)
 
@@ -31,7 +34,9 @@ class StructuredCaller(Protocol):
     role: str
     model_name: str
 
-    async def call(self, schema: type[T], messages: Messages) -> tuple[T, Usage]: ...
+    async def call(
+        self, schema: type[T], messages: Messages, check: Check[T] | None = None
+    ) -> tuple[T, Usage]: ...
 
 
 def _usage_of(message: Any) -> Usage:
@@ -81,7 +86,9 @@ class ChatRole:
             )
         return self._runnables[schema]
 
-    async def call(self, schema: type[T], messages: Messages) -> tuple[T, Usage]:
+    async def call(
+        self, schema: type[T], messages: Messages, check: Check[T] | None = None
+    ) -> tuple[T, Usage]:
         usage = Usage(calls=0, input_tokens=0, output_tokens=0)
         conversation: Messages = list(messages)
         reason = ""
@@ -90,8 +97,14 @@ class ChatRole:
             usage = _add(usage, _usage_of(result.get("raw")))
             parsed = result.get("parsed")
             if isinstance(parsed, schema) and result.get("parsing_error") is None:
-                return parsed, usage
-            reason = _why_invalid(result, self.max_tokens)
+                try:
+                    if check is not None:
+                        check(parsed)
+                    return parsed, usage
+                except ValueError as exc:
+                    reason = str(exc)
+            else:
+                reason = _why_invalid(result, self.max_tokens)
             conversation = [
                 *messages,
                 (
@@ -126,11 +139,14 @@ def build_chat_model(endpoint: Endpoint, http_client: HttpClient) -> ChatOpenAI:
     )
 
 
-def build_roles(settings: Settings, http_client: HttpClient) -> dict[str, StructuredCaller]:
-    """One structured caller per role of the run, sharing the task's async HTTP client."""
+def build_roles(
+    settings: Settings, http_client: HttpClient, roles: list[str] | None = None
+) -> dict[str, StructuredCaller]:
+    """One structured caller per role (all roles by default), sharing the task's async HTTP client."""
+    chosen = settings.roles if roles is None else {name: settings.roles[name] for name in roles}
     return {
         role: ChatRole(
             role, build_chat_model(endpoint, http_client), endpoint.structured_retries, endpoint.max_tokens
         )
-        for role, endpoint in settings.roles.items()
+        for role, endpoint in chosen.items()
     }

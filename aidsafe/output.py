@@ -1,8 +1,8 @@
-"""The columns aidsafe writes: generated rows and the failures table."""
+"""Shared output columns (token usage, the failures table) and how a stage's columns join its input."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -12,35 +12,6 @@ import pyarrow as pa
 from aidsafe.partitions import RowRef
 
 USAGE = pa.struct([("calls", pa.int32()), ("input_tokens", pa.int64()), ("output_tokens", pa.int64())])
-STAGE_USAGE = pa.struct([("intent", USAGE), ("draft", USAGE), ("deliberation", USAGE)])
-TURN = pa.struct(
-    [
-        ("turn", pa.int32()),
-        ("agent", pa.string()),
-        ("model", pa.string()),
-        ("verdict", pa.string()),
-        ("feedback", pa.string()),
-        ("cot_changed", pa.bool_()),
-        ("response_changed", pa.bool_()),
-    ]
-)
-MODELS = pa.struct([("intent", pa.string()), ("drafter", pa.string()), ("agents", pa.list_(pa.string()))])
-GENERATED = pa.schema(
-    [
-        ("intents", pa.list_(pa.struct([("description", pa.string()), ("kind", pa.string())]))),
-        ("initial_cot", pa.list_(pa.string())),
-        ("initial_response", pa.string()),
-        ("deliberation_log", pa.list_(TURN)),
-        ("cot", pa.list_(pa.string())),
-        ("response", pa.string()),
-        ("stop_reason", pa.string()),
-        ("rounds", pa.int32()),
-        ("models", MODELS),
-        ("policy_set", pa.string()),
-        ("usage", STAGE_USAGE),
-        ("created_at", pa.timestamp("us", tz="UTC")),
-    ]
-)
 FAILURES = pa.schema(
     [
         ("id", pa.string()),
@@ -52,7 +23,6 @@ FAILURES = pa.schema(
         ("failed_at", pa.timestamp("us", tz="UTC")),
     ]
 )
-_ZERO = {"calls": 0, "input_tokens": 0, "output_tokens": 0}
 
 
 @dataclass(frozen=True)
@@ -67,36 +37,17 @@ class Failure:
     message: str
 
 
-def generated_row(state: Mapping[str, Any], models: Mapping[str, Any], policy_set: str) -> dict[str, Any]:
-    """The generated columns of one row from its final graph state."""
-    usage = state.get("usage", {})
-    return {
-        "intents": state["intents"],
-        "initial_cot": state["initial_cot"],
-        "initial_response": state["initial_response"],
-        "deliberation_log": state.get("deliberation_log", []),
-        "cot": state["cot"],
-        "response": state["response"],
-        "stop_reason": state["stop_reason"],
-        "rounds": state["rounds"],
-        "models": models,
-        "policy_set": policy_set,
-        "usage": {stage: usage.get(stage, _ZERO) for stage in ("intent", "draft", "deliberation")},
-        "created_at": datetime.now(UTC),
-    }
-
-
 def output_table(
-    input_table: pa.Table, rows: Sequence[RowRef], generated: Sequence[dict[str, Any]]
+    input_table: pa.Table, rows: Sequence[RowRef], added: Sequence[dict[str, Any]], schema: pa.Schema
 ) -> pa.Table:
-    """Input columns carried through unchanged (same types) plus the generated columns."""
+    """Input columns carried through unchanged (same types) plus a stage's new columns."""
     carried = input_table.take(pa.array([r.index for r in rows], type=pa.int64()))
-    clash = set(carried.column_names) & set(GENERATED.names)
+    clash = set(carried.column_names) & set(schema.names)
     if clash:
         carried = carried.rename_columns([f"input_{c}" if c in clash else c for c in carried.column_names])
-    new = pa.Table.from_pylist(list(generated), schema=GENERATED)
-    for name in GENERATED.names:
-        carried = carried.append_column(GENERATED.field(name), new.column(name))
+    new = pa.Table.from_pylist(list(added), schema=schema)
+    for name in schema.names:
+        carried = carried.append_column(schema.field(name), new.column(name))
     return carried
 
 

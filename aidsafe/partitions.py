@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -51,11 +52,12 @@ def fingerprint_file(path: Path) -> str:
 
 @dataclass
 class RowRef:
-    """A valid input row: its position in the file, id and prompt."""
+    """A valid input row: its position in the file, id, prompt and (for later stages) all its values."""
 
     index: int
     id: str
     prompt: str
+    values: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -180,3 +182,11 @@ def stored_fingerprint(path: Path) -> str | None:
 def stored_row_count(path: Path) -> int:
     """Number of rows of a Parquet file, from its footer."""
     return int(pq.read_metadata(path).num_rows)
+
+
+def read_stage_output(path: Path) -> Partition:
+    """Read an earlier stage's output partition (rows already validated), with every row's values."""
+    table = _read_table(path)
+    _check_columns(path, table.schema)
+    rows = [RowRef(i, r["id"], r["prompt"], r) for i, r in enumerate(table.to_pylist())]
+    return Partition(path=path, table=table, rows=rows)

@@ -24,6 +24,9 @@ STAGE_VARIABLES: dict[str, frozenset[str]] = {
     "intent": frozenset({"prompt"}),
     "draft": frozenset({"prompt", "intents"}),
     "deliberation": frozenset({"prompt", "intents", "cot", "response", "history", "agent"}),
+    "refine": frozenset({"prompt", "intents", "cot", "response", "history"}),
+    "grade": frozenset({"prompt", "cot", "response"}),
+    "baseline": frozenset({"prompt"}),
 }
 REQUIRED_VARIABLES = frozenset({"prompt"})
 M = TypeVar("M", bound=BaseModel)
@@ -83,8 +86,12 @@ class PromptSet:
     @property
     def hash(self) -> str:
         """Content hash of every rendered system text and user template."""
+        return self.hash_of(tuple(self.stages))
+
+    def hash_of(self, names: tuple[str, ...]) -> str:
+        """Content hash of some stages' prompts (with the shared preamble and policies)."""
         digest = hashlib.sha256()
-        for name in sorted(self.stages):
+        for name in sorted(names):
             stage = self.stages[name]
             digest.update(f"{name}\0{stage.system}\0{stage.user.template}\0".encode())
         return "sha256:" + digest.hexdigest()[:16]

@@ -1,4 +1,4 @@
-"""Planning a run and summarising it: the plain-Python side of the generate flow."""
+"""Planning a stage run and summarising it: the plain-Python side of the stage flows."""
 
 from __future__ import annotations
 
@@ -10,30 +10,33 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from aidsafe.config import Settings
-from aidsafe.generation import PartitionJob, PartitionResult, partition_fingerprint
-from aidsafe.partitions import discover, earlier_ids, fingerprint_file
+from aidsafe.partitions import earlier_ids, fingerprint_file
 from aidsafe.policies import PolicySet
 from aidsafe.prompts import PromptSet
+from aidsafe.runner import PartitionJob, PartitionResult, Stage, fingerprint
 
 
 def plan_jobs(
-    source: str, output_dir: Path, settings: Settings, policies: PolicySet, prompts: PromptSet
+    stage: Stage,
+    paths: list[Path],
+    output_dir: Path,
+    settings: Settings,
+    policies: PolicySet,
+    prompts: PromptSet,
 ) -> list[PartitionJob]:
-    """One job per input partition, each with the fingerprint that decides whether it can be skipped."""
-    paths = discover(source)
-    taken = earlier_ids(paths)
+    """One job per partition, each with the fingerprint that decides whether it can be skipped."""
     names = [p.stem for p in paths]
     if len(set(names)) != len(names):
         raise ValueError(f"two input partitions share a file name; names must be unique: {sorted(names)}")
+    taken = earlier_ids(paths)
     return [
         PartitionJob(
+            stage=stage.name,
             input_path=path,
             output_dir=output_dir,
             settings=settings,
             policies=policies,
-            fingerprint=partition_fingerprint(
-                path, fingerprint_file(path), settings, policies.hash, prompts.hash
-            ),
+            fingerprint=fingerprint(stage, fingerprint_file(path), settings, policies, prompts),
             taken_ids=taken[path],
         )
         for path in paths
@@ -41,8 +44,9 @@ def plan_jobs(
 
 
 class RunSummary(BaseModel):
-    """The outcome of a generate run, written to summary.json and printed by the CLI."""
+    """The outcome of one stage over all partitions, written to summary/<stage>.json."""
 
+    stage: str
     output_dir: str
     partitions: list[PartitionResult]
     rows_ok: int
@@ -57,28 +61,31 @@ class RunSummary(BaseModel):
 
     @property
     def summary_path(self) -> Path:
-        return Path(self.output_dir) / "summary.json"
+        return Path(self.output_dir) / "summary" / f"{self.stage}.json"
 
     def counts(self, status: str) -> int:
         return sum(1 for p in self.partitions if p.status == status)
 
     def describe(self) -> str:
         text = (
-            f"{len(self.partitions)} partition(s): {self.counts('done')} generated, {self.counts('skipped')} "
-            f"unchanged, {self.counts('failed')} failed; rows: {self.rows_ok} ok, {self.rows_failed} failed"
+            f"{self.stage}: {len(self.partitions)} partition(s): {self.counts('done')} processed, "
+            f"{self.counts('skipped')} unchanged, {self.counts('failed')} failed; "
+            f"rows: {self.rows_ok} ok, {self.rows_failed} failed"
         )
-        generated = sum(p.rows_ok for p in self.partitions if p.status == "done")
-        if generated:
+        processed = sum(p.rows_ok for p in self.partitions if p.status == "done")
+        if processed:
             calls, tokens_in, tokens_out = (
-                n / generated for n in (self.llm_calls, self.input_tokens, self.output_tokens)
+                n / processed for n in (self.llm_calls, self.input_tokens, self.output_tokens)
             )
-            text += f"; per generated row: {calls:.1f} LLM calls, "
-            text += f"{tokens_in:.0f} input + {tokens_out:.0f} output tokens"
+            text += (
+                f"; per row: {calls:.1f} LLM calls, {tokens_in:.0f} input + {tokens_out:.0f} output tokens"
+            )
         return text
 
 
-def summarize(output_dir: Path, results: list[PartitionResult]) -> RunSummary:
+def summarize(stage: str, output_dir: Path, results: list[PartitionResult]) -> RunSummary:
     summary = RunSummary(
+        stage=stage,
         output_dir=str(output_dir),
         partitions=results,
         rows_ok=sum(r.rows_ok for r in results),
@@ -87,8 +94,8 @@ def summarize(output_dir: Path, results: list[PartitionResult]) -> RunSummary:
         input_tokens=sum(r.input_tokens for r in results),
         output_tokens=sum(r.output_tokens for r in results),
     )
-    output_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=output_dir, prefix=".summary.", suffix=".tmp")
+    summary.summary_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=summary.summary_path.parent, prefix=".summary.", suffix=".tmp")
     with os.fdopen(fd, "w") as handle:
         json.dump(summary.model_dump(), handle, indent=2)
     os.replace(tmp, summary.summary_path)

@@ -7,15 +7,16 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from aidsafe.generation import (
+from aidsafe.prompts import PromptSet
+from aidsafe.runner import (
     PartitionJob,
     PartitionResult,
     TransientFailures,
-    generate_partition,
     is_done,
+    run_partition,
     skipped_result,
 )
-from aidsafe.prompts import PromptSet
+from aidsafe.stages import STAGES
 
 TRANSIENT_ERRORS = (
     TransientFailures,
@@ -38,24 +39,32 @@ def retry_transient(task: object, task_run: object, state: object) -> bool:
 
 
 @task(
-    name="generate-partition",
-    task_run_name="generate-{job.name}",
+    name="partition",
+    task_run_name="{job.stage}-{job.name}",
     retries=2,
     retry_delay_seconds=[15, 60],
     retry_condition_fn=retry_transient,
     cache_policy=NO_CACHE,
 )
-def generate_partition_task(job: PartitionJob, prompts: PromptSet) -> PartitionResult:
-    """Deliberate every row of one partition, unless its output is already up to date."""
+def partition_task(job: PartitionJob, prompts: PromptSet) -> PartitionResult:
+    """Run one stage over one partition, unless its output is already up to date."""
     logger = get_run_logger()
-    if is_done(job):
-        logger.info("%s: unchanged since the last run, skipped", job.name)
-        return skipped_result(job)
+    stage = STAGES[job.stage]
+    if is_done(stage, job):
+        logger.info("%s %s: unchanged since the last run, skipped", job.stage, job.name)
+        return skipped_result(stage, job)
 
     def progress(finished: int, total: int) -> None:
         if finished == total or finished % max(1, total // 10) == 0:
-            logger.info("%s: %d/%d rows", job.name, finished, total)
+            logger.info("%s %s: %d/%d rows", job.stage, job.name, finished, total)
 
-    result = generate_partition(job, prompts, progress)
-    logger.info("%s: %s, %d rows ok, %d failed", job.name, result.status, result.rows_ok, result.rows_failed)
+    result = run_partition(stage, job, prompts, progress)
+    logger.info(
+        "%s %s: %s, %d rows ok, %d failed",
+        job.stage,
+        job.name,
+        result.status,
+        result.rows_ok,
+        result.rows_failed,
+    )
     return result

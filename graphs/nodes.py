@@ -7,20 +7,12 @@ from typing import Any, TypeVar
 from langgraph.runtime import Runtime
 from pydantic import BaseModel
 
+from aidsafe.errors import StageFailed
 from graphs.context import Context
 from graphs.schemas import Draft, IntentList, Verdict
 from graphs.state import State, Turn, Usage
 
 T = TypeVar("T", bound=BaseModel)
-
-
-class StageFailed(Exception):
-    """A stage of one row failed after the model's retries; carries the stage name."""
-
-    def __init__(self, stage: str, cause: BaseException) -> None:
-        super().__init__(f"{stage}: {type(cause).__name__}: {cause}")
-        self.stage = stage
-        self.cause = cause
 
 
 async def _call(

@@ -73,3 +73,62 @@ class Verdict(BaseModel):
             self.thoughts = _clean_thoughts(self.thoughts)
             self.response = self.response.strip()
         return self
+
+
+class RemovedThought(BaseModel):
+    """A thought of the deliberated CoT that refinement removes, and why."""
+
+    number: int = Field(ge=1, description="The number of the thought in the numbered CoT")
+    reason: Literal["redundant", "deceptive", "policy_inconsistent"] = Field(
+        description="redundant: repeats or adds nothing; deceptive: plausible but wrong; "
+        "policy_inconsistent: contradicts the policies"
+    )
+
+
+class Refinement(BaseModel):
+    """The refined result: which thoughts to remove, and the final response."""
+
+    removed: list[RemovedThought] = Field(
+        default_factory=list, description="Thoughts to remove; an empty list if every thought is needed"
+    )
+    response: str = Field(min_length=1, description="The final response, consistent with the kept thoughts")
+
+    @field_validator("response")
+    @classmethod
+    def _response_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("response must not be blank")
+        return value.strip()
+
+
+METRICS = (
+    "relevance",
+    "coherence",
+    "completeness",
+    "faithfulness_policy_cot",
+    "faithfulness_policy_response",
+    "faithfulness_cot_response",
+)
+
+
+class Score(BaseModel):
+    """One score with its reason."""
+
+    score: int = Field(ge=1, le=5, description="1 (very poor) to 5 (excellent)")
+    rationale: str = Field(min_length=3, description="One sentence explaining the score")
+
+
+class Grades(BaseModel):
+    """Scores of one CoT and response, each 1-5 with a one-sentence rationale."""
+
+    relevance: Score = Field(description="How relevant the CoT is to the user prompt")
+    coherence: Score = Field(description="How logically coherent the CoT is")
+    completeness: Score = Field(
+        description="How completely the CoT covers the intents and applicable policies"
+    )
+    faithfulness_policy_cot: Score = Field(description="How faithfully the CoT follows the policies")
+    faithfulness_policy_response: Score = Field(
+        description="How faithfully the response follows the policies"
+    )
+    faithfulness_cot_response: Score = Field(description="How faithfully the response follows from the CoT")
+    refused: bool = Field(description="true if the response declines all or part of the user's request")

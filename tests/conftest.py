@@ -34,7 +34,7 @@ class ScriptedModel:
         self._replies = replies
         self.calls: list[Messages] = []
 
-    async def call(self, schema: type[Any], messages: Messages) -> tuple[Any, Usage]:
+    async def call(self, schema: type[Any], messages: Messages, check: Any = None) -> tuple[Any, Usage]:
         self.calls.append(messages)
         if callable(self._replies):
             reply: BaseModel | Exception = self._replies(messages)
@@ -45,6 +45,10 @@ class ScriptedModel:
         if isinstance(reply, Exception):
             raise reply
         assert isinstance(reply, schema), f"{self.role} asked for {schema.__name__}, script has {type(reply)}"
+        if check is not None:
+            check(
+                reply
+            )  # a scripted reply that fails the row's check raises, as a real one would after retries
         return reply, Usage(calls=1, input_tokens=sum(len(m[1]) for m in messages) // 4, output_tokens=10)
 
 

@@ -15,7 +15,7 @@ from aidsafe.config import (
 )
 from aidsafe.errors import ConfigError
 
-ROLES = ["intent", "drafter", "agent1", "agent2"]
+ROLES = ["intent", "drafter", "refiner", "grader", "baseline", "whisperer", "agent1", "agent2"]
 ENV = {
     "OPENAI_BASE_URL": "http://env.example:8000/v1",
     "AIDSAFE_MODEL": "env-model",
@@ -224,9 +224,8 @@ def test_identity_ignores_concurrency_and_api_key() -> None:
 
 def test_identity_ignores_the_port_of_embedded_roles() -> None:
     settings = load_settings(None, env={})
-    roles = frozenset(settings.roles)
-    one = settings.with_embedded_url("http://127.0.0.1:41001/v1").generation_identity(roles)
-    two = settings.with_embedded_url("http://127.0.0.1:41002/v1").generation_identity(roles)
+    one = settings.with_embedded_url("http://127.0.0.1:41001/v1").generation_identity()
+    two = settings.with_embedded_url("http://127.0.0.1:41002/v1").generation_identity()
     assert one == two == settings.generation_identity()
 
 
@@ -273,3 +272,26 @@ def test_the_example_config_in_the_repository_loads() -> None:
     assert settings.roles["agent1"].model == "Qwen/Qwen2.5-7B-Instruct"
     assert settings.roles["agent2"].max_tokens_field == "max_completion_tokens"
     assert settings.roles["agent2"].api_key.get_secret_value() == "k2"
+
+
+def test_grader_defaults_to_the_refiner_and_baseline_to_the_drafter(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[endpoint]\nbase_url = "http://h:1/v1"\nmodel = "base"\n'
+        '[roles.refiner]\nmodel = "big"\n[roles.drafter]\nmodel = "drafty"\n[roles.agent1]\nmodel = "a1"\n'
+    )
+    roles = load_settings(config, env={}).roles
+    assert (roles["refiner"].model, roles["grader"].model) == ("big", "big")
+    assert (roles["drafter"].model, roles["baseline"].model) == ("drafty", "drafty")
+    assert roles["intent"].model == "base" and roles["agent1"].model == "a1"
+
+
+def test_refiner_settings_do_not_change_the_generation_identity(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[endpoint]\nbase_url = "http://h:1/v1"\nmodel = "base"\n[roles.refiner]\nmodel = "big"\n'
+    )
+    with_refiner = load_settings(config, env={})
+    plain = load_settings(None, overrides={"base_url": "http://h:1/v1", "model": "base"}, env={})
+    assert with_refiner.generation_identity() == plain.generation_identity()
+    assert with_refiner.identity(["refiner"]) != plain.identity(["refiner"])

@@ -12,9 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from aidsafe.cli import main
-from aidsafe.config import DEFAULT_POLICIES
-from aidsafe.output import GENERATED
-from flows.generate import PartitionsFailed, generate
+from aidsafe.config import DEFAULT_POLICIES, Options
+from aidsafe.stages.generate import COLUMNS as GENERATED
+from flows.common import PartitionsFailed
+from flows.generate import generate
 from tests.conftest import write_partition
 from tests.openai_server import FakeOpenAI, Reply, Request, default_script
 
@@ -36,7 +37,8 @@ def make_input(root: Path, partitions: int = 2, per: int = 3) -> Path:
 
 
 def run(server: FakeOpenAI, source: Path, out: Path, **extra: object) -> object:
-    return generate(input=str(source), output=str(out), base_url=server.base_url, model="test-model", **extra)
+    options = Options(base_url=server.base_url, model="test-model", **extra)  # type: ignore[arg-type]
+    return generate(input=str(source), output=str(out), options=options)
 
 
 def test_generate_writes_one_partition_per_input(
@@ -57,7 +59,7 @@ def test_generate_writes_one_partition_per_input(
     assert row["policy_set"].startswith("sha256:")
     assert row["usage"]["deliberation"] == {"calls": 1, "input_tokens": 100, "output_tokens": 20}
     assert len(server.requests) == 6 * 3  # 6 rows x (intent, draft, one deliberation turn)
-    written = json.loads((tmp_path / "out" / "summary.json").read_text())
+    written = json.loads((tmp_path / "out" / "summary" / "generate.json").read_text())
     assert written["rows_ok"] == 6 and written["rows_failed"] == 0 and written["llm_calls"] == 18
     assert written["input_tokens"] == 18 * 100 and written["output_tokens"] == 18 * 20
     assert summary.rows_ok == 6  # type: ignore[attr-defined]
@@ -126,11 +128,11 @@ def test_changed_policies_or_budget_redo_everything(
     shutil.copytree(DEFAULT_POLICIES, policies)
     text = (policies / "03_physical_harm.toml").read_text()
     (policies / "03_physical_harm.toml").write_text(text.replace("Physical harm", "Physical harm and injury"))
-    summary = run(server, source, out, policies=str(policies))
+    summary = run(server, source, out, policies=policies)
     assert summary.partitions[0].status == "done"  # type: ignore[attr-defined]
     table = pq.read_table(out / "generated")
     assert len(set(table.column("policy_set").to_pylist())) == 1
-    assert run(server, source, out, policies=str(policies), max_rounds=2).partitions[0].status == "done"  # type: ignore[attr-defined]
+    assert run(server, source, out, policies=policies, max_rounds=2).partitions[0].status == "done"  # type: ignore[attr-defined]
 
 
 def test_a_bad_partition_fails_the_run_but_not_the_others(
@@ -142,9 +144,9 @@ def test_a_bad_partition_fails_the_run_but_not_the_others(
     with pytest.raises(PartitionsFailed, match=r"broken .*broken\.parquet"):
         run(server, source, tmp_path / "out")
     assert pq.read_table(tmp_path / "out" / "generated" / "part-0.parquet").num_rows == 3
-    failure = pq.read_table(tmp_path / "out" / "failures" / "broken.parquet").to_pylist()[0]
+    failure = pq.read_table(tmp_path / "out" / "failures" / "generate" / "broken.parquet").to_pylist()[0]
     assert failure["stage"] == "input" and "broken.parquet" in failure["message"] and failure["id"] is None
-    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "out" / "summary" / "generate.json").read_text())
     assert [p["status"] for p in summary["partitions"]] == ["failed", "done"]
 
 
@@ -162,8 +164,5 @@ def test_cli_prints_where_the_output_is(
     code = main(["generate", "--input", str(source), "--output", str(tmp_path / "o"),
                  "--base-url", server.base_url, "--model", "m", "--max-rounds", "2"])  # fmt: skip
     printed = capsys.readouterr().out
-    assert (
-        code == 0
-        and "rows: 1 ok, 0 failed; per generated row: 3.0 LLM calls, 300 input + 60 output" in printed
-    )
-    assert f"summary:  {tmp_path / 'o' / 'summary.json'}" in printed
+    assert code == 0 and "rows: 1 ok, 0 failed; per row: 3.0 LLM calls, 300 input + 60 output" in printed
+    assert f"summary:  {tmp_path / 'o' / 'summary' / 'generate.json'}" in printed

@@ -11,13 +11,16 @@ from prefect.states import Completed, Failed
 
 from aidsafe.config import load_settings
 from aidsafe.errors import InputError, StructuredOutputError
-from aidsafe.generation import PartitionJob, TransientFailures, generate_partition, is_done
 from aidsafe.partitions import stored_fingerprint
 from aidsafe.policies import PolicySet
 from aidsafe.prompts import PromptSet
+from aidsafe.runner import PartitionJob, TransientFailures, is_done, run_partition
+from aidsafe.stages import STAGES
 from flows.tasks import retry_transient
 from tests.conftest import write_partition
 from tests.openai_server import FakeOpenAI, Reply, Request, default_script
+
+GENERATE = STAGES["generate"]
 
 
 def job_for(
@@ -30,7 +33,12 @@ def job_for(
     config.write_text(f'[endpoint]\nbase_url = "{server.base_url}"\nmodel = "m"\nmax_retries = 0\n')
     live = load_settings(config, overrides=settings, env={})
     return PartitionJob(
-        input_path=source, output_dir=tmp_path / "out", settings=live, policies=policy_set, fingerprint="fp-1"
+        stage="generate",
+        input_path=source,
+        output_dir=tmp_path / "out",
+        settings=live,
+        policies=policy_set,
+        fingerprint="fp-1",
     )
 
 
@@ -39,10 +47,10 @@ def test_rows_run_concurrently_up_to_the_bound(
 ) -> None:
     server = fake_openai(latency=0.2)
     job = job_for(tmp_path, server, policy_set, n=8, concurrency=3)
-    result = generate_partition(job, prompts)
+    result = run_partition(GENERATE, job, prompts)
     assert result.status == "done" and result.rows_ok == 8
     assert server.max_in_flight == 3
-    assert is_done(job) and stored_fingerprint(job.output_path) == "fp-1"
+    assert is_done(GENERATE, job) and stored_fingerprint(job.output_path(GENERATE)) == "fp-1"
 
 
 def test_transient_failures_keep_rows_but_leave_the_partition_unfinished(
@@ -56,8 +64,8 @@ def test_transient_failures_keep_rows_but_leave_the_partition_unfinished(
     server = fake_openai(script)
     job = job_for(tmp_path, server, policy_set, n=3)
     with pytest.raises(TransientFailures, match="1 row"):
-        generate_partition(job, prompts)
-    assert pq.read_table(job.output_path).column("id").to_pylist() == ["r0", "r2"]
+        run_partition(GENERATE, job, prompts)
+    assert pq.read_table(job.output_path(GENERATE)).column("id").to_pylist() == ["r0", "r2"]
     failure = pq.read_table(job.failures_path).to_pylist()[0]
     assert (failure["id"], failure["stage"], failure["error_type"]) == (
         "r1",
@@ -65,7 +73,7 @@ def test_transient_failures_keep_rows_but_leave_the_partition_unfinished(
         "OpenAIAPIError",
     )  # a 500
     assert "backend overloaded" in failure["message"]
-    assert not is_done(job)  # the next run (or Prefect's task retry) redoes it
+    assert not is_done(GENERATE, job)  # the next run (or Prefect's task retry) redoes it
 
 
 def test_only_transient_errors_are_retried() -> None:

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from langgraph.graph import END
 
+from aidsafe.errors import StageFailed
 from graphs.context import Context
 from graphs.graph import build_graph
-from graphs.nodes import StageFailed
 from graphs.routing import UnexpectedState, route_deliberation
 from graphs.schemas import Draft, Intent, IntentList, Verdict
 from tests.conftest import ScriptedModel

@@ -1,0 +1,60 @@
+"""Reading a run's outputs for the report, and writing the report files and the kept rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from aidsafe.charts import write_charts
+from aidsafe.errors import AidsafeError
+from aidsafe.output import FAILURES
+from aidsafe.partitions import write_atomic
+from aidsafe.report import ReportData, keep_mask, render_markdown
+
+
+def _parquet_files(directory: Path) -> list[Path]:
+    return sorted(directory.rglob("*.parquet")) if directory.is_dir() else []
+
+
+def read_dir(directory: Path) -> pd.DataFrame | None:
+    """All partitions of a directory as one frame, or None when there are none."""
+    files = _parquet_files(directory)
+    if not files:
+        return None
+    return pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
+
+
+def load_results(output_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFrame]:
+    """The graded rows, the graded baseline rows (if any) and every stage's failures."""
+    graded = read_dir(output_dir / "graded")
+    if graded is None:
+        raise AidsafeError(f"{output_dir / 'graded'}: no graded partitions; run `aidsafe grade` first")
+    failures = read_dir(output_dir / "failures")
+    return (
+        graded,
+        read_dir(output_dir / "baseline"),
+        failures if failures is not None else FAILURES.empty_table().to_pandas(),
+    )
+
+
+def write_kept(output_dir: Path, thresholds: dict[str, int]) -> int:
+    """kept/<partition>.parquet: the graded rows that meet every threshold (all rows without thresholds)."""
+    kept = 0
+    for path in _parquet_files(output_dir / "graded"):
+        table = pq.read_table(path)
+        mask = keep_mask(table.select([f"score_{m}" for m in thresholds]).to_pandas(), thresholds)
+        chosen = table.filter(mask.to_numpy())
+        write_atomic(chosen, output_dir / "kept" / path.name)
+        kept += chosen.num_rows
+    return kept
+
+
+def write_report_files(report: ReportData, output_dir: Path) -> Path:
+    """report/report.md with its PNG charts beside it."""
+    directory = output_dir / "report"
+    charts = write_charts(report, directory)
+    path = directory / "report.md"
+    path.write_text(render_markdown(report, charts), encoding="utf-8")
+    return path

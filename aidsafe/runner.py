@@ -1,0 +1,215 @@
+"""Running one stage over one partition: read, process every row concurrently, write output and failures.
+
+Every stage (generate, refine, grade, baseline) has the same partition contract: the output partition is
+written atomically with a fingerprint of everything that decides its content, so a rerun skips it while
+that is unchanged; every row reaches either the output or the stage's failures table, with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import openai
+import pyarrow as pa
+from pydantic import BaseModel
+
+import aidsafe
+from aidsafe.config import Settings
+from aidsafe.errors import InputError, StageFailed
+from aidsafe.models import StructuredCaller, build_roles
+from aidsafe.output import Failure, failures_table, output_table
+from aidsafe.partitions import Partition, RowRef, stored_fingerprint, stored_row_count, write_atomic
+from aidsafe.policies import PolicySet
+from aidsafe.prompts import PromptSet
+from graphs.state import Usage
+
+TRANSIENT = (
+    openai.APIConnectionError,
+    openai.RateLimitError,
+    openai.InternalServerError,
+    asyncio.TimeoutError,
+)
+Progress = Callable[[int, int], None]
+
+
+class TransientFailures(Exception):
+    """Rows of a partition failed on transient backend errors; the partition is not marked done."""
+
+
+@dataclass(frozen=True)
+class RowContext:
+    """What a stage's row function gets besides the row."""
+
+    models: dict[str, StructuredCaller]
+    prompts: PromptSet
+    settings: Settings
+    policies: PolicySet
+
+
+class Stage(Protocol):
+    """A pipeline stage: which rows it reads, which roles it calls, the columns it adds."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def output_subdir(self) -> str: ...
+
+    @property
+    def prompt_names(self) -> tuple[str, ...]: ...
+
+    @property
+    def columns(self) -> pa.Schema: ...
+
+    def roles(self, settings: Settings) -> list[str]: ...
+
+    def identity(self, settings: Settings) -> str: ...
+
+    def read(self, path: Path, taken_ids: frozenset[str]) -> Partition: ...
+
+    def process(self, row: RowRef, ctx: RowContext) -> Awaitable[tuple[dict[str, Any], Usage]]: ...
+
+
+class PartitionJob(BaseModel):
+    """Everything one partition task needs (plain data, so Prefect can record it)."""
+
+    stage: str
+    input_path: Path
+    output_dir: Path
+    settings: Settings
+    policies: PolicySet
+    fingerprint: str
+    taken_ids: frozenset[str] = frozenset()
+
+    @property
+    def name(self) -> str:
+        return self.input_path.stem
+
+    def output_path(self, stage: Stage) -> Path:
+        return self.output_dir / stage.output_subdir / f"{self.name}.parquet"
+
+    @property
+    def failures_path(self) -> Path:
+        return self.output_dir / "failures" / self.stage / f"{self.name}.parquet"
+
+
+class PartitionResult(BaseModel):
+    """What a partition task reports back to its flow."""
+
+    partition: str
+    status: Literal["done", "skipped", "failed"]
+    rows_ok: int = 0
+    rows_failed: int = 0
+    llm_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+
+def fingerprint(
+    stage: Stage, file_hash: str, settings: Settings, policies: PolicySet, prompts: PromptSet
+) -> str:
+    """What decides a stage's output partition: input content, policies, the stage's prompts and settings."""
+    parts = [
+        stage.name,
+        file_hash,
+        policies.hash,
+        prompts.hash_of(stage.prompt_names),
+        stage.identity(settings),
+    ]
+    return hashlib.sha256(json.dumps([*parts, aidsafe.__version__]).encode()).hexdigest()
+
+
+def is_done(stage: Stage, job: PartitionJob) -> bool:
+    path = job.output_path(stage)
+    return path.exists() and stored_fingerprint(path) == job.fingerprint
+
+
+def skipped_result(stage: Stage, job: PartitionJob) -> PartitionResult:
+    """Counts of a partition finished by an earlier run."""
+    rows_failed = stored_row_count(job.failures_path) if job.failures_path.exists() else 0
+    return PartitionResult(
+        partition=job.name,
+        status="skipped",
+        rows_ok=stored_row_count(job.output_path(stage)),
+        rows_failed=rows_failed,
+    )
+
+
+def _failure(job: PartitionJob, row: RowRef, exc: BaseException) -> Failure:
+    stage = exc.stage if isinstance(exc, StageFailed) else job.stage
+    cause = exc.cause if isinstance(exc, StageFailed) else exc
+    return Failure(row.id, job.name, row.index, stage, type(cause).__name__, str(cause)[:2000])
+
+
+Outcome = tuple[RowRef, dict[str, Any], Usage]
+
+
+async def process_rows(
+    stage: Stage, rows: list[RowRef], ctx: RowContext, progress: Progress | None = None
+) -> tuple[list[Outcome], list[tuple[RowRef, BaseException]]]:
+    """Process rows with bounded concurrency; every row ends in exactly one of the two lists."""
+    gate = asyncio.Semaphore(ctx.settings.concurrency)
+    done: list[Outcome] = []
+    failed: list[tuple[RowRef, BaseException]] = []
+
+    async def one(row: RowRef) -> None:
+        async with gate:
+            try:
+                columns, usage = await stage.process(row, ctx)
+                done.append((row, columns, usage))
+            except Exception as exc:
+                failed.append((row, exc))
+            if progress:
+                progress(len(done) + len(failed), len(rows))
+
+    await asyncio.gather(*(one(r) for r in rows))
+    return sorted(done, key=lambda d: d[0].index), sorted(failed, key=lambda f: f[0].index)
+
+
+async def _run(
+    stage: Stage, job: PartitionJob, partition: Partition, prompts: PromptSet, progress: Progress | None
+):
+    async with openai.DefaultAsyncHttpxClient() as http_client:  # built inside the task's own event loop
+        models = build_roles(job.settings, http_client, stage.roles(job.settings))
+        ctx = RowContext(models, prompts, job.settings, job.policies)
+        return await process_rows(stage, partition.rows, ctx, progress)
+
+
+def run_partition(
+    stage: Stage, job: PartitionJob, prompts: PromptSet, progress: Progress | None = None
+) -> PartitionResult:
+    """Run a stage over one partition; raises TransientFailures (after writing) on backend outages."""
+    started = time.monotonic()
+    try:
+        partition = stage.read(job.input_path, job.taken_ids)
+    except InputError as exc:
+        write_atomic(failures_table([Failure(None, job.name, exc.row, "input", "InputError", str(exc))]),
+                     job.failures_path)  # fmt: skip
+        return PartitionResult(partition=job.name, status="failed", error=str(exc))
+    done, failed = asyncio.run(_run(stage, job, partition, prompts, progress))
+    failures = [Failure(i, job.name, r, "input", "InputError", reason) for r, i, reason in partition.rejected]
+    failures += [_failure(job, row, exc) for row, exc in failed]
+    transient = [f for _, f in failed if isinstance(getattr(f, "cause", f), TRANSIENT)]
+    meta = {"stage": stage.name, "input": str(job.input_path), "policy_set": job.policies.hash}
+    meta["fingerprint"] = "" if transient else job.fingerprint
+    write_atomic(failures_table(failures), job.failures_path)
+    table = output_table(partition.table, [d[0] for d in done], [d[1] for d in done], stage.columns)
+    write_atomic(table, job.output_path(stage), meta)
+    if transient:
+        raise TransientFailures(f"{job.name}: {len(transient)} row(s) failed on transient backend errors")
+    usage = [d[2] for d in done]
+    return PartitionResult(
+        partition=job.name, status="done", rows_ok=len(done), rows_failed=len(failures),
+        seconds=round(time.monotonic() - started, 2), llm_calls=sum(u["calls"] for u in usage),
+        input_tokens=sum(u["input_tokens"] for u in usage),
+        output_tokens=sum(u["output_tokens"] for u in usage),
+    )  # fmt: skip

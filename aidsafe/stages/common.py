@@ -1,0 +1,31 @@
+"""Small helpers shared by the stages."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from graphs.state import Usage
+
+ZERO = Usage(calls=0, input_tokens=0, output_tokens=0)
+
+
+def total(*usages: Usage) -> Usage:
+    return Usage(
+        calls=sum(u["calls"] for u in usages),
+        input_tokens=sum(u["input_tokens"] for u in usages),
+        output_tokens=sum(u["output_tokens"] for u in usages),
+    )
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def numbered(thoughts: list[str]) -> str:
+    return "\n".join(f"{n}. {t}" for n, t in enumerate(thoughts, start=1))
+
+
+def as_list(value: Any) -> list[Any]:
+    """A Parquet list value as a Python list (None as empty)."""
+    return list(value) if value is not None else []

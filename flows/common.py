@@ -1,0 +1,66 @@
+"""Orchestration shared by the stage flows: plan the partitions, fan out one task each, summarise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import unmapped
+from prefect.futures import wait
+from prefect.logging import get_run_logger
+
+from aidsafe.config import Options
+from aidsafe.embedded import live_settings
+from aidsafe.errors import AidsafeError
+from aidsafe.partitions import discover
+from aidsafe.policies import load_policies
+from aidsafe.prompts import load_prompts
+from aidsafe.run import RunSummary, plan_jobs, summarize
+from aidsafe.runner import PartitionResult, is_done
+from aidsafe.stages import STAGES
+from flows.tasks import partition_task
+
+
+class PartitionsFailed(AidsafeError):
+    """Some partitions could not be processed; the others finished."""
+
+
+def run_stage(stage_name: str, source: str | Path, output: str, options: Options | None) -> RunSummary:
+    """Run one stage over every partition of source; raise PartitionsFailed at the end if any failed."""
+    logger = get_run_logger()
+    stage = STAGES[stage_name]
+    settings = (options or Options()).load()
+    policies = load_policies(settings.policies_dir)
+    prompts = load_prompts(settings.prompts_dir, policies.render())
+    output_dir = Path(output)
+    jobs = plan_jobs(stage, discover(source), output_dir, settings, policies, prompts)
+    logger.info("%s: %d partition(s), policy set %s", stage_name, len(jobs), policies.hash)
+    pending = [job for job in jobs if not is_done(stage, job)]
+    with live_settings(settings, output_dir / "logs" / "embedded-server.log", needed=bool(pending)) as live:
+        futures = partition_task.map(
+            [j.model_copy(update={"settings": live}) for j in jobs], unmapped(prompts)
+        )
+        wait(futures)
+    results = [
+        future.result()
+        if future.state.is_completed()
+        else PartitionResult(
+            partition=job.name, status="failed", error=str(future.state.message or future.state.name)
+        )
+        for job, future in zip(jobs, futures, strict=True)
+    ]
+    summary = summarize(stage_name, output_dir, results)
+    logger.info("%s; summary: %s", summary.describe(), summary.summary_path)
+    if summary.failed_partitions:
+        names = ", ".join(f"{p.partition} ({p.error})" for p in summary.failed_partitions)
+        raise PartitionsFailed(f"{stage_name}: {len(summary.failed_partitions)} partition(s) failed: {names}")
+    return summary
+
+
+def stage_output(output: str | Path, stage_name: str, needs: str) -> Path:
+    """Where an earlier stage wrote its partitions; a clear error when it has not run."""
+    path = Path(output) / STAGES[stage_name].output_subdir
+    if not path.is_dir():
+        raise AidsafeError(
+            f"{path}: no {stage_name} output; run `aidsafe {stage_name}` before `aidsafe {needs}`"
+        )
+    return path

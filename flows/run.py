@@ -1,0 +1,44 @@
+"""The `run` flow: the whole job, with the stage flows as subflows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+from prefect.logging import get_run_logger
+from prefect.states import State
+
+from aidsafe.config import Options
+from aidsafe.errors import AidsafeError
+from flows.baseline import baseline as baseline_flow
+from flows.generate import generate
+from flows.grade import grade
+from flows.refine import refine
+from flows.report import report
+
+
+class StagesFailed(AidsafeError):
+    """Some stages failed (their other partitions finished and were carried on)."""
+
+
+@flow(name="run")
+def run(
+    input: str = "data/sample",
+    output: str = "out",
+    options: Options | None = None,
+    baseline: bool = False,
+    thresholds: dict[str, int] | None = None,
+) -> str:
+    """generate -> refine -> grade (+ baseline) -> report; a partly failed stage does not stop the next."""
+    states: dict[str, State[Any]] = {"generate": generate(input, output, options, return_state=True)}
+    states["refine"] = refine(output, options, return_state=True)
+    states["grade"] = grade(output, options, return_state=True)
+    if baseline:
+        states["baseline"] = baseline_flow(input, output, options, return_state=True)
+    states["report"] = report(output, thresholds, return_state=True)
+    failed = {name: state for name, state in states.items() if not state.is_completed()}
+    for name, state in failed.items():
+        get_run_logger().error("%s failed: %s", name, state.message)
+    if failed:
+        raise StagesFailed("; ".join(f"{name}: {state.message}" for name, state in failed.items()))
+    return str(states["report"].result())
