@@ -159,4 +159,17 @@ def default_script(request: Request) -> Reply:
                       "response": "Here is a helpful answer."})  # fmt: skip
     if request.tool == "Verdict":
         return Reply({"complete": True, "feedback": "Follows every policy."})
+    if request.tool == "Refinement":
+        return Reply(
+            {"removed": [{"number": 2, "reason": "redundant"}], "response": "Here is the final answer."}
+        )
+    if request.tool == "Grades":
+        return Reply(grades(4))
     raise ValueError(f"unexpected tool {request.tool}")
+
+
+def grades(score: int, refused: bool = False) -> dict[str, object]:
+    """Grades arguments with the same score on every metric."""
+    from graphs.schemas import METRICS
+
+    return {m: {"score": score, "rationale": f"Scored {score}."} for m in METRICS} | {"refused": refused}
