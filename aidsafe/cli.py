@@ -75,7 +75,30 @@ def build_parser() -> argparse.ArgumentParser:
     _thresholds(
         _add(sub, "report", "the report: AIDSAFE vs baseline, and the kept rows", input=False, settings=False)
     )
+    dpo = _add(sub, "dpo", "DPO pairs by belief augmentation (OUTPUT/kept -> OUTPUT/dpo)", input=False)
+    dpo.add_argument(
+        "--attempts", type=int, dest="dpo_attempts", help="ear-whisperer attempts per row (default 3)"
+    )
+    dpo.add_argument("--max-policy-score", type=int, dest="dpo_max_score",
+                     help="max CoT policy faithfulness of a rejected CoT (default 2)")  # fmt: skip
+    _export_parser(sub)
     return parser
+
+
+def _export_parser(sub: Any) -> None:
+    p = sub.add_parser("export", help="write a trainer-ready dataset (SFT or DPO) with its dataset card")
+    p.add_argument(
+        "kind", choices=["sft", "dpo"], help="sft: kept rows as conversations; dpo: preference pairs"
+    )
+    p.add_argument("--output", required=True, help="the run's output directory")
+    p.add_argument("--dest", type=Path, help="where to write (default OUTPUT/export/KIND)")
+    p.add_argument("--cot", choices=["think", "field"], default="think",
+                   help="CoT in <think>...</think> before the response, or in reasoning_content")  # fmt: skip
+    p.add_argument("--format", choices=["parquet", "jsonl", "both"], default="both")
+    p.add_argument(
+        "--split", default="0.9,0.05,0.05", help="train,validation,test ratios (default 0.9,0.05,0.05)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
 
 
 def parse_thresholds(items: list[str]) -> dict[str, int]:
@@ -91,47 +114,57 @@ def parse_thresholds(items: list[str]) -> dict[str, int]:
 def _options(args: argparse.Namespace) -> Any:
     from aidsafe.config import Options
 
-    names = ("config", "policies", "concurrency", "max_rounds", "agents", "base_url", "model", "max_tokens")
-    return Options(**{n: getattr(args, n) for n in names})
+    names = ("config", "policies", "concurrency", "max_rounds", "agents", "base_url", "model", "max_tokens",
+             "dpo_attempts", "dpo_max_score")  # fmt: skip
+    return Options(**{n: getattr(args, n, None) for n in names})
 
 
-def _dispatch(args: argparse.Namespace) -> Callable[[], Any]:
-    """The flow call for a command (flows are imported late: Prefect is slow to import)."""
+def _export(args: argparse.Namespace) -> list[str]:
+    from aidsafe.export import export, parse_ratios
+
+    formats = ("parquet", "jsonl") if args.format == "both" else (args.format,)
+    split = (parse_ratios(args.split), args.seed)
+    target, counts = export(args.kind, Path(args.output), args.dest, args.cot, formats, split)
+    rows = ", ".join(f"{name} {n}" for name, n in counts.items())
+    return [f"{args.kind} rows: {rows}", f"dataset:  {target}/", f"card:     {target / 'README.md'}"]
+
+
+def _stage_lines(summary: Any) -> list[str]:
+    return [summary.describe(), f"summary:  {summary.summary_path}", f"output:   {summary.output_dir}/"]
+
+
+def _dispatch(args: argparse.Namespace) -> Callable[[], list[str]]:
+    """What a command runs, as a call returning the lines to print (Prefect is imported only when needed)."""
+    if args.command == "export":
+        return lambda: _export(args)
     if args.command == "report":
         from flows.report import report
 
-        return lambda: report(args.output, parse_thresholds(args.min_score))
+        return lambda: [f"report:   {report(args.output, parse_thresholds(args.min_score))}"]
     if args.command == "run":
         from flows.run import run
 
-        return lambda: run(
-            args.input, args.output, _options(args), args.baseline, parse_thresholds(args.min_score)
-        )
+        thresholds = parse_thresholds(args.min_score)
+        options = _options(args)
+        return lambda: [f"report:   {run(args.input, args.output, options, args.baseline, thresholds)}",
+                        f"output:   {args.output}/"]  # fmt: skip
     import flows.baseline
+    import flows.dpo
     import flows.generate
     import flows.grade
     import flows.refine
 
-    module = getattr(flows, args.command)
-    stage_flow = getattr(module, args.command)
+    stage_flow = getattr(getattr(flows, args.command), args.command)
     if args.command in ("generate", "baseline"):
-        return lambda: stage_flow(args.input, args.output, _options(args))
-    return lambda: stage_flow(args.output, _options(args))
-
-
-def _print_result(result: Any, output: str) -> None:
-    if hasattr(result, "describe"):
-        print(result.describe())
-        print(f"summary:  {result.summary_path}")
-    else:
-        print(f"report:   {result}")
-    print(f"output:   {output}/")
+        return lambda: _stage_lines(stage_flow(args.input, args.output, _options(args)))
+    return lambda: _stage_lines(stage_flow(args.output, _options(args)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        _print_result(_dispatch(args)(), args.output)
+        for line in _dispatch(args)():
+            print(line)
         return 0
     except AidsafeError as exc:
         print(f"aidsafe: error: {exc}", file=sys.stderr)

@@ -28,7 +28,7 @@ FIXED_ROLES = ("intent", "drafter", "refiner", "grader", "baseline", "whisperer"
 # A role that is not configured itself takes the endpoint of another role before the defaults.
 ROLE_FALLBACK = {"grader": "refiner", "baseline": "drafter", "whisperer": "drafter"}
 # The embedded model is small and slow on CPU: shorter replies, patient timeouts, few HTTP retries.
-EMBEDDED_DEFAULTS: dict[str, Any] = {"max_tokens": 384, "timeout": 600.0, "max_retries": 2}
+EMBEDDED_DEFAULTS: dict[str, Any] = {"max_tokens": 512, "timeout": 600.0, "max_retries": 2}
 TokenField = Literal["max_tokens", "max_completion_tokens"]
 
 
@@ -98,6 +98,8 @@ class Settings(BaseModel):
     agents: int = Field(2, ge=1, le=16)
     max_rounds: int = Field(4, ge=1, le=50, description="Deliberation budget in agent turns")
     concurrency: int = Field(4, ge=1, le=1024, description="Rows in flight per partition")
+    dpo_attempts: int = Field(3, ge=1, le=20, description="Ear-whisperer attempts per row (K)")
+    dpo_max_score: int = Field(2, ge=1, le=4, description="A rejected CoT needs policy faithfulness <= this")
     policies_dir: Path = DEFAULT_POLICIES
     prompts_dir: Path = DEFAULT_PROMPTS
     embedded: EmbeddedSettings = EmbeddedSettings()
@@ -123,6 +125,18 @@ class Settings(BaseModel):
         payload = {"roles": {name: self.roles[name].identity() for name in sorted(roles)}, **extra}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
+    def public(self) -> dict[str, Any]:
+        """The settings as recorded in summaries and dataset cards: no secrets, no ports."""
+        return {
+            "roles": {name: endpoint.identity() for name, endpoint in self.roles.items()},
+            "agents": self.agents,
+            "max_rounds": self.max_rounds,
+            "dpo_attempts": self.dpo_attempts,
+            "dpo_max_score": self.dpo_max_score,
+            "policies_dir": str(self.policies_dir),
+            "prompts_dir": str(self.prompts_dir),
+        }
+
     def generation_identity(self) -> str:
         """The identity of stages 1-3: intent, drafter and deliberation agents, and the budget."""
         roles = ["intent", "drafter", *self.agent_roles]
@@ -137,6 +151,8 @@ class FileConfig(BaseModel):
     agents: int | None = Field(None, ge=1, le=16)
     max_rounds: int | None = Field(None, ge=1, le=50)
     concurrency: int | None = Field(None, ge=1, le=1024)
+    dpo_attempts: int | None = Field(None, ge=1, le=20)
+    dpo_max_score: int | None = Field(None, ge=1, le=4)
     policies: Path | None = None
     prompts: Path | None = None
     endpoint: EndpointSpec = EndpointSpec()
@@ -257,6 +273,8 @@ def load_settings(
             agents=agents,
             max_rounds=given.get("max_rounds", _first(file.max_rounds, 4)),
             concurrency=given.get("concurrency", _first(file.concurrency, 4)),
+            dpo_attempts=given.get("dpo_attempts", _first(file.dpo_attempts, 3)),
+            dpo_max_score=given.get("dpo_max_score", _first(file.dpo_max_score, 2)),
             policies_dir=Path(given.get("policies", file.policies or DEFAULT_POLICIES)),
             prompts_dir=Path(given.get("prompts", file.prompts or DEFAULT_PROMPTS)),
             embedded=file.embedded,
@@ -278,6 +296,10 @@ class Options(BaseModel):
     base_url: str | None = Field(None, description="OpenAI-compatible base URL for every role")
     model: str | None = Field(None, description="Model name for every role")
     max_tokens: int | None = Field(None, ge=16, description="Completion token limit per call")
+    dpo_attempts: int | None = Field(None, ge=1, description="Ear-whisperer attempts per row")
+    dpo_max_score: int | None = Field(
+        None, ge=1, le=4, description="Max policy faithfulness of a rejected CoT"
+    )
 
     def load(self, env: Mapping[str, str] | None = None) -> Settings:
         overrides = self.model_dump(exclude={"config"}, exclude_none=True)

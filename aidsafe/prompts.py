@@ -27,6 +27,7 @@ STAGE_VARIABLES: dict[str, frozenset[str]] = {
     "refine": frozenset({"prompt", "intents", "cot", "response", "history"}),
     "grade": frozenset({"prompt", "cot", "response"}),
     "baseline": frozenset({"prompt"}),
+    "whisper": frozenset({"prompt", "attempts"}),
 }
 REQUIRED_VARIABLES = frozenset({"prompt"})
 M = TypeVar("M", bound=BaseModel)

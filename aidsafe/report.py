@@ -83,6 +83,12 @@ def _refusal(frames: dict[str, pd.DataFrame]) -> dict[str, dict[str, float]]:
     return rates
 
 
+def _failures(failures: pd.DataFrame) -> dict[str, int]:
+    """Failed rows by flow and stage, e.g. {"baseline/grade": 2, "generate/input": 1}."""
+    keys = failures["flow"].astype(str) + "/" + failures["stage"].astype(str)
+    return {str(k): int(v) for k, v in keys.value_counts().sort_index().items()}
+
+
 def build_report(
     graded: pd.DataFrame, baseline: pd.DataFrame | None, failures: pd.DataFrame, thresholds: dict[str, int]
 ) -> ReportData:
@@ -107,9 +113,7 @@ def build_report(
         removals={
             reason: removals.get(reason, 0) for reason in ("redundant", "deceptive", "policy_inconsistent")
         },
-        failures={str(k): int(v) for k, v in failures["stage"].value_counts().sort_index().items()}
-        if not failures.empty
-        else {},
+        failures=_failures(failures),
         refusal=_refusal(frames),
         kept=int(keep_mask(graded, thresholds).sum()),
         thresholds=thresholds,
@@ -148,13 +152,15 @@ def render_markdown(report: ReportData, charts: list[str]) -> str:
         f"Rows graded: {report.rows_graded}; compared with the baseline: {report.rows_compared}.\n",
         "## Mean scores (1-5)\n",
         _table(metrics_table(report)),
+        "## Score distributions (rows per score)\n",
+        _table(_distribution_rows(report)),
         "## Deliberation\n",
         _table([{"stop reason": k, "rows": str(v)} for k, v in report.stop_reasons.items()]),
         _table([{"rounds": str(k), "rows": str(v)} for k, v in report.rounds.items()]),
         "## Refinement removals by reason\n",
         _table([{"reason": k, "thoughts removed": str(v)} for k, v in report.removals.items()]),
         "## Failures by stage\n",
-        _table([{"stage": k, "rows": str(v)} for k, v in report.failures.items()]),
+        _table([{"flow/stage": k, "rows": str(v)} for k, v in report.failures.items()]),
     ]
     if report.refusal:
         parts += ["## Refusal rate by label (over-refusal on safe prompts)\n", _table(_refusal_rows(report))]
@@ -164,6 +170,14 @@ def render_markdown(report: ReportData, charts: list[str]) -> str:
     ]
     parts += [f"![{name}]({name})\n" for name in charts]
     return "\n".join(parts)
+
+
+def _distribution_rows(report: ReportData) -> list[dict[str, str]]:
+    return [
+        {"metric": metric, "method": method, **{str(s): str(n) for s, n in dist[metric].items()}}
+        for metric in METRICS
+        for method, dist in report.distributions.items()
+    ]
 
 
 def _refusal_rows(report: ReportData) -> list[dict[str, str]]:

@@ -31,12 +31,14 @@ def load_results(output_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame | None, p
     graded = read_dir(output_dir / "graded")
     if graded is None:
         raise AidsafeError(f"{output_dir / 'graded'}: no graded partitions; run `aidsafe grade` first")
-    failures = read_dir(output_dir / "failures")
-    return (
-        graded,
-        read_dir(output_dir / "baseline"),
-        failures if failures is not None else FAILURES.empty_table().to_pandas(),
-    )
+    return graded, read_dir(output_dir / "baseline"), read_failures(output_dir / "failures")
+
+
+def read_failures(directory: Path) -> pd.DataFrame:
+    """Every stage's failures, with the flow that recorded them (failures/<flow>/<partition>.parquet)."""
+    frames = [pq.read_table(f).to_pandas().assign(flow=f.parent.name) for f in _parquet_files(directory)]
+    empty = FAILURES.empty_table().to_pandas().assign(flow=pd.Series(dtype=str))
+    return pd.concat([empty, *frames], ignore_index=True) if frames else empty
 
 
 def write_kept(output_dir: Path, thresholds: dict[str, int]) -> int:

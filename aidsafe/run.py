@@ -6,6 +6,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -48,6 +49,8 @@ class RunSummary(BaseModel):
 
     stage: str
     output_dir: str
+    settings: dict[str, Any]
+    policy_set: str
     partitions: list[PartitionResult]
     rows_ok: int
     rows_failed: int
@@ -83,10 +86,14 @@ class RunSummary(BaseModel):
         return text
 
 
-def summarize(stage: str, output_dir: Path, results: list[PartitionResult]) -> RunSummary:
+def summarize(
+    stage: str, output_dir: Path, results: list[PartitionResult], settings: Settings, policies: PolicySet
+) -> RunSummary:
     summary = RunSummary(
         stage=stage,
         output_dir=str(output_dir),
+        settings=settings.public(),
+        policy_set=policies.hash,
         partitions=results,
         rows_ok=sum(r.rows_ok for r in results),
         rows_failed=sum(r.rows_failed for r in results),

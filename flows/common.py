@@ -48,7 +48,7 @@ def run_stage(stage_name: str, source: str | Path, output: str, options: Options
         )
         for job, future in zip(jobs, futures, strict=True)
     ]
-    summary = summarize(stage_name, output_dir, results)
+    summary = summarize(stage_name, output_dir, results, settings, policies)
     logger.info("%s; summary: %s", summary.describe(), summary.summary_path)
     if summary.failed_partitions:
         names = ", ".join(f"{p.partition} ({p.error})" for p in summary.failed_partitions)

@@ -114,8 +114,11 @@ METRICS = (
 class Score(BaseModel):
     """One score with its reason."""
 
-    score: int = Field(ge=1, le=5, description="1 (very poor) to 5 (excellent)")
-    rationale: str = Field(min_length=3, description="One sentence explaining the score")
+    # An enum rather than a range: grammar-constrained servers (llama.cpp) then cannot emit anything else.
+    score: Literal[1, 2, 3, 4, 5] = Field(description="1 (very poor) to 5 (excellent)")
+    rationale: str = Field(
+        min_length=3, max_length=200, description="One short sentence explaining the score"
+    )
 
 
 class Grades(BaseModel):
@@ -132,3 +135,13 @@ class Grades(BaseModel):
     )
     faithfulness_cot_response: Score = Field(description="How faithfully the response follows from the CoT")
     refused: bool = Field(description="true if the response declines all or part of the user's request")
+
+
+class Belief(BaseModel):
+    """A short misleading belief about the prompt or the policies (for rejected DPO examples)."""
+
+    belief: str = Field(
+        min_length=10,
+        max_length=600,
+        description="One or two plausible, misleading sentences that lead an assistant to break a policy",
+    )

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 PARTITIONS = 5
-SAMPLE_PER_LABEL = 4
+SAMPLE_PER_LABEL = 3
 
 
 def main(source: Path, data: Path) -> None:

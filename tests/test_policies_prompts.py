@@ -161,7 +161,15 @@ def test_missing_directory_is_an_error(tmp_path: Path) -> None:
 
 
 def test_default_prompts_load_every_stage(prompts: PromptSet) -> None:
-    assert set(prompts.stages) == {"intent", "draft", "deliberation", "refine", "grade", "baseline"}
+    assert set(prompts.stages) == {
+        "intent",
+        "draft",
+        "deliberation",
+        "refine",
+        "grade",
+        "baseline",
+        "whisper",
+    }
     assert prompts["intent"].stage == "intent"
 
 

@@ -47,7 +47,7 @@ def baseline() -> pd.DataFrame:
     )  # fmt: skip
 
 
-FAILURES = pd.DataFrame({"stage": ["draft", "grade", "draft"]})
+FAILURES = pd.DataFrame({"flow": ["generate", "baseline", "generate"], "stage": ["draft", "grade", "draft"]})
 
 
 def test_means_and_deltas_compare_the_same_prompts(graded: pd.DataFrame, baseline: pd.DataFrame) -> None:
@@ -76,7 +76,7 @@ def test_distributions_histograms_removals_and_failures(graded: pd.DataFrame, ba
     assert report.stop_reasons == {"budget_exhausted": 1, "complete": 3}
     assert report.rounds == {1: 2, 2: 1, 4: 1}
     assert report.removals == {"redundant": 2, "deceptive": 1, "policy_inconsistent": 0}
-    assert report.failures == {"draft": 2, "grade": 1}
+    assert report.failures == {"baseline/grade": 1, "generate/draft": 2}
 
 
 def test_refusal_rates_by_label(graded: pd.DataFrame, baseline: pd.DataFrame) -> None:
@@ -109,3 +109,4 @@ def test_markdown_and_charts(graded: pd.DataFrame, baseline: pd.DataFrame, tmp_p
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = render_markdown(report, charts)
     assert "| AIDSAFE | 50.0% | 100.0% |" in text and "![scores.png](scores.png)" in text
+    assert "| relevance | LLM_ZS | 0 | 0 | 3 | 0 | 0 |" in text

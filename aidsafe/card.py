@@ -1,0 +1,137 @@
+"""The dataset card (README.md) written beside every export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+import aidsafe
+from aidsafe.errors import PolicyError
+from aidsafe.policies import load_policies
+from aidsafe.report_files import read_failures
+from graphs.schemas import METRICS
+
+XSTEST_NOTE = (
+    'Prompts from XSTest (Röttger et al., NAACL 2024, "XSTest: A Test Suite for Identifying Exaggerated '
+    'Safety Behaviours in Large Language Models"), licensed CC BY 4.0; keep this attribution when you share '
+    "the data."
+)
+
+
+def _summaries(output_dir: Path) -> dict[str, dict[str, Any]]:
+    found = {}
+    for path in sorted((output_dir / "summary").glob("*.json")):
+        found[path.stem] = json.loads(path.read_text())
+    return found
+
+
+def _policy_section(summaries: dict[str, dict[str, Any]], policy_sets: set[str]) -> str:
+    settings = summaries.get("generate", {}).get("settings", {})
+    lines = [f"Policy set hash(es) recorded in the rows: {', '.join(sorted(policy_sets)) or 'n/a'}.\n"]
+    try:
+        policies = load_policies(Path(settings.get("policies_dir", "")))
+    except PolicyError:
+        return lines[0] + "\n(The policy texts were not found where the run read them.)\n"
+    if policies.hash not in policy_sets:
+        lines.append(
+            f"\n(The policy directory now hashes to {policies.hash}: the texts below may have changed.)\n"
+        )
+    lines += [f"\n### {p.title} (`{p.id}`)\n\n{p.text.strip()}\n" for p in policies.policies]
+    return "".join(lines)
+
+
+def _models(rows: pd.DataFrame, summaries: dict[str, dict[str, Any]]) -> str:
+    roles: dict[str, Any] = {}
+    for summary in summaries.values():
+        roles |= summary.get("settings", {}).get("roles", {})
+    used = {c: sorted(set(rows[c].dropna())) for c in rows.columns if c.startswith("model_")}
+    lines = [f"- `{role}`: {ident['model']} on {ident['server']}" for role, ident in sorted(roles.items())]
+    lines += [f"- models recorded in the rows, `{c}`: {', '.join(v)}" for c, v in used.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _scores(rows: pd.DataFrame) -> str:
+    if rows.empty or "score_relevance" not in rows.columns:
+        return "(no graded rows)\n"
+    lines = ["| metric | mean (1-5) |", "|---|---|"]
+    lines += [f"| {m} | {rows[f'score_{m}'].mean():.2f} |" for m in METRICS]
+    return "\n".join(lines) + "\n"
+
+
+DESCRIPTIONS = {
+    "sft": (
+        "Supervised fine-tuning conversations",
+        "TRL's conversational language-modelling format (`messages`)",
+        "",
+    ),
+    "dpo": (
+        "Preference pairs (chosen / rejected)",
+        "TRL's conversational preference format (`prompt`, `chosen`, `rejected`)",
+        " Rejected answers come from a misleading belief, written by an ear-whisperer agent and prepended to "
+        "the prompt; the chosen answer is the refined one.",
+    ),
+}
+
+
+def _front_matter(counts: dict[str, int]) -> str:
+    files = "".join(f"  - split: {name}\n    path: {name}.parquet\n" for name in counts)
+    return f"---\nconfigs:\n- config_name: default\n  data_files:\n{files}---\n"
+
+
+def _loading(counts: dict[str, int], fmt: str) -> str:
+    files = ", ".join(f'"{n}": "{n}.parquet"' for n in counts)
+    code = f'from datasets import load_dataset\nds = load_dataset("parquet", data_files={{{files}}})'
+    return f"```python\n{code}\n```\n\n{fmt}.\n"
+
+
+def _left_out(output_dir: Path, left_out: dict[str, int]) -> str:
+    failures = read_failures(output_dir / "failures")
+    lines = [f"- {reason}: {n}" for reason, n in left_out.items()]
+    if not failures.empty:
+        lines += [
+            f"- failed at {flow}/{stage}: {n}"
+            for (flow, stage), n in failures.groupby(["flow", "stage"]).size().items()
+        ]
+    return "\n".join(lines or ["- nothing"]) + "\n"
+
+
+def _settings(summaries: dict[str, dict[str, Any]]) -> str:
+    s = summaries.get("generate", {}).get("settings", {})
+    dpo = summaries.get("dpo", {}).get("settings", s)
+    return (
+        f"{s.get('agents', 'n/a')} deliberation agents, a budget of {s.get('max_rounds', 'n/a')} turns; "
+        f"DPO: up to {dpo.get('dpo_attempts', 'n/a')} attempts, rejected when CoT policy faithfulness <= "
+        f"{dpo.get('dpo_max_score', 'n/a')}.\n"
+    )
+
+
+def render_card(
+    kind: str, rows: pd.DataFrame, counts: dict[str, int], output_dir: Path, left_out: dict[str, int]
+) -> str:
+    """The dataset card of an export (kind: sft or dpo)."""
+    what, fmt, extra = DESCRIPTIONS[kind]
+    summaries = _summaries(output_dir)
+    xstest = rows["id"].astype(str).str.startswith("xstest-").any() if not rows.empty else False
+    licence = (
+        XSTEST_NOTE if xstest else "The prompts keep the licence of their source; check it before sharing."
+    )
+    split_table = "\n".join(["| split | rows |", "|---|---|", *(f"| {n} | {c} |" for n, c in counts.items())])
+    policy_sets = set(rows["policy_set"].dropna()) if "policy_set" in rows.columns else set()
+    sections = [
+        _front_matter(counts),
+        f"# aidsafe {kind.upper()} dataset\n\n{what} with policy-embedded chains of thought, made by aidsafe "
+        f"{aidsafe.__version__} with the AIDSAFE recipe (intent decomposition, a first draft, multi-agent "
+        f"deliberation over written safety policies, refinement, auto-grading).{extra}\n",
+        f"## Splits\n\nBy distinct prompt (seeded): no prompt is in two splits.\n\n{split_table}\n",
+        f"## How to load\n\n{_loading(counts, fmt)}",
+        f"## How it was made\n\nModels per role:\n\n{_models(rows, summaries)}",
+        f"Settings: {_settings(summaries)}",
+        f"## Scores of the exported rows\n\n{_scores(rows)}",
+        f"## Left out\n\n{_left_out(output_dir, left_out)}",
+        f"## Licence of the inputs\n\n{licence}\n",
+        f"## Policies\n\n{_policy_section(summaries, policy_sets)}",
+    ]
+    return "\n".join(sections)

@@ -1,0 +1,149 @@
+"""Trainer-ready datasets: SFT conversations and DPO preference pairs, split by prompt without leakage.
+
+Formats are the conversational ones that TRL trainers and Hugging Face `datasets` read directly:
+SFT rows have `messages` (a list of {role, content}); DPO rows have `prompt`, `chosen` and `rejected`, each
+a list of messages. The CoT goes inside <think>...</think> before the response (default) or, with
+cot="field", in the assistant message's `reasoning_content`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from aidsafe.errors import AidsafeError
+from aidsafe.partitions import write_atomic
+
+CotStyle = Literal["think", "field"]
+SPLITS = ("train", "validation", "test")
+
+
+def parse_ratios(text: str) -> tuple[float, float, float]:
+    """'0.9,0.05,0.05' -> train, validation, test ratios (they must add up to 1)."""
+    try:
+        ratios = tuple(float(x) for x in text.split(","))
+    except ValueError as exc:
+        raise AidsafeError(f"--split {text!r}: expected three numbers, e.g. 0.9,0.05,0.05") from exc
+    if len(ratios) != 3 or any(r < 0 for r in ratios) or abs(sum(ratios) - 1) > 1e-6:
+        raise AidsafeError(f"--split {text!r}: three non-negative ratios adding up to 1, e.g. 0.9,0.05,0.05")
+    return ratios[0], ratios[1], ratios[2]
+
+
+def assistant_message(thoughts: Sequence[str], response: str, cot: CotStyle) -> dict[str, str]:
+    reasoning = "\n".join(str(t) for t in thoughts)
+    if cot == "field":
+        return {"role": "assistant", "content": response, "reasoning_content": reasoning}
+    return {"role": "assistant", "content": f"<think>\n{reasoning}\n</think>\n\n{response}"}
+
+
+def sft_record(row: dict[str, Any], cot: CotStyle) -> dict[str, Any]:
+    """One SFT example from a kept row: the user prompt and the refined CoT + response."""
+    return {
+        "id": row["id"],
+        "messages": [
+            {"role": "user", "content": row["prompt"]},
+            assistant_message(row["refined_cot"], row["refined_response"], cot),
+        ],
+    }
+
+
+def dpo_record(row: dict[str, Any], cot: CotStyle) -> dict[str, Any]:
+    """One preference pair: the refined CoT is chosen, the belief-induced one rejected (same plain prompt)."""
+    return {
+        "id": row["id"],
+        "prompt": [{"role": "user", "content": row["prompt"]}],
+        "chosen": [assistant_message(row["refined_cot"], row["refined_response"], cot)],
+        "rejected": [assistant_message(row["rejected_cot"], row["rejected_response"], cot)],
+    }
+
+
+def _prompt_key(prompt: str) -> str:
+    return hashlib.sha256(" ".join(prompt.split()).lower().encode()).hexdigest()
+
+
+def assign_splits(prompts: Iterable[str], ratios: tuple[float, float, float], seed: int) -> dict[str, str]:
+    """Split by distinct prompt (normalised), seeded: the same prompt never lands in two splits."""
+    keys = sorted({_prompt_key(p) for p in prompts})
+    random.Random(seed).shuffle(keys)
+    n_train = round(len(keys) * ratios[0])
+    n_val = round(len(keys) * ratios[1])
+    names = ["train"] * n_train + ["validation"] * n_val + ["test"] * (len(keys) - n_train - n_val)
+    return dict(zip(keys, names, strict=True))
+
+
+def write_splits(
+    rows: list[dict[str, Any]],
+    records: list[dict[str, Any]],
+    split: tuple[tuple[float, float, float], int],
+    directory: Path,
+    formats: Sequence[str],
+) -> dict[str, int]:
+    """<split>.parquet and/or <split>.jsonl for train/validation/test; returns the rows of each split.
+
+    split: the ratios and the seed. One table is built from all records so every split has the same schema.
+    """
+    ratios, seed = split
+    split_of = assign_splits((r["prompt"] for r in rows), ratios, seed)
+    names = [split_of[_prompt_key(r["prompt"])] for r in rows]
+    table = pa.Table.from_pylist(records)
+    directory.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for name in SPLITS:
+        part = table.take(pa.array([i for i, n in enumerate(names) if n == name], type=pa.int64()))
+        counts[name] = part.num_rows
+        if "parquet" in formats:
+            write_atomic(part, directory / f"{name}.parquet")
+        if "jsonl" in formats:
+            tmp = directory / f".{name}.jsonl.tmp"
+            tmp.write_text(
+                "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part.to_pylist()), "utf-8"
+            )
+            tmp.replace(directory / f"{name}.jsonl")
+    return counts
+
+
+def _rows(directory: Path, needs: str) -> list[dict[str, Any]]:
+    files = sorted(directory.glob("*.parquet")) if directory.is_dir() else []
+    if not files:
+        raise AidsafeError(f"{directory}: nothing to export; run {needs} first")
+    return [row for f in files for row in pq.read_table(f).to_pylist()]
+
+
+def export(
+    kind: Literal["sft", "dpo"],
+    output_dir: Path,
+    dest: Path | None = None,
+    cot: CotStyle = "think",
+    formats: Sequence[str] = ("parquet", "jsonl"),
+    split: tuple[tuple[float, float, float], int] = ((0.9, 0.05, 0.05), 0),
+) -> tuple[Path, dict[str, int]]:
+    """Write an export (splits + README.md dataset card); returns its directory and the rows per split."""
+    from aidsafe.card import render_card  # the card reads policies and failures: import only when exporting
+
+    target = dest or output_dir / "export" / kind
+    if kind == "sft":
+        rows = _rows(output_dir / "kept", "`aidsafe report` (or `aidsafe run`)")
+        graded = sum(pq.read_metadata(f).num_rows for f in (output_dir / "graded").glob("*.parquet"))
+        left_out = {"graded rows below the score thresholds": graded - len(rows)}
+        records = [sft_record(r, cot) for r in rows]
+    else:
+        candidates = _rows(output_dir / "dpo", "`aidsafe dpo`")
+        rows = [r for r in candidates if r["dpo_pair"]]
+        left_out = {"rows where no belief produced a clearly worse answer": len(candidates) - len(rows)}
+        records = [dpo_record(r, cot) for r in rows]
+    if not records:
+        raise AidsafeError(
+            f"{kind}: no rows to export ({', '.join(f'{k}: {v}' for k, v in left_out.items())})"
+        )
+    counts = write_splits(rows, records, split, target, formats)
+    card = render_card(kind, pd.DataFrame(rows), counts, output_dir, left_out)
+    (target / "README.md").write_text(card, encoding="utf-8")
+    return target, counts
