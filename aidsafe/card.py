@@ -48,6 +48,10 @@ def _models(rows: pd.DataFrame, summaries: dict[str, dict[str, Any]]) -> str:
     for summary in summaries.values():
         roles |= summary.get("settings", {}).get("roles", {})
     used = {c: sorted(set(rows[c].dropna())) for c in rows.columns if c.startswith("model_")}
+    if "models" in rows.columns and not rows.empty:
+        generation = rows["models"].iloc[0]
+        used["models (generate)"] = [f"intent {generation['intent']}, drafter {generation['drafter']}, "
+                                     f"agents {', '.join(generation['agents'])}"]  # fmt: skip
     lines = [f"- `{role}`: {ident['model']} on {ident['server']}" for role, ident in sorted(roles.items())]
     lines += [f"- models recorded in the rows, `{c}`: {', '.join(v)}" for c, v in used.items()]
     return "\n".join(lines) + "\n"

