@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 import aidsafe
+from aidsafe.config import PROJECT_ROOT
 from aidsafe.errors import PolicyError
 from aidsafe.policies import load_policies
 from aidsafe.report_files import read_failures
@@ -19,6 +21,21 @@ XSTEST_NOTE = (
     'Safety Behaviours in Large Language Models"), licensed CC BY 4.0; keep this attribution when you share '
     "the data."
 )
+
+
+def code_version() -> str:
+    """aidsafe's version, with the git commit when running from a checkout."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{aidsafe.__version__} (git {commit})" if commit else aidsafe.__version__
 
 
 def _summaries(output_dir: Path) -> dict[str, dict[str, Any]]:
@@ -127,7 +144,7 @@ def render_card(
     sections = [
         _front_matter(counts),
         f"# aidsafe {kind.upper()} dataset\n\n{what} with policy-embedded chains of thought, made by aidsafe "
-        f"{aidsafe.__version__} with the AIDSAFE recipe (intent decomposition, a first draft, multi-agent "
+        f"{code_version()} with the AIDSAFE recipe (intent decomposition, a first draft, multi-agent "
         f"deliberation over written safety policies, refinement, auto-grading).{extra}\n",
         f"## Splits\n\nBy distinct prompt (seeded): no prompt is in two splits.\n\n{split_table}\n",
         f"## How to load\n\n{_loading(counts, fmt)}",

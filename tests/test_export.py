@@ -107,7 +107,7 @@ def test_dpo_export_leaves_out_rows_without_a_pair(tmp_path: Path) -> None:
 def test_dataset_card(tmp_path: Path) -> None:
     target, _ = export("sft", make_run(tmp_path / "out"))
     card = (target / "README.md").read_text()
-    assert card.startswith("---\nconfigs:") and "| train | 36 |" in card
+    assert card.startswith("---\nconfigs:") and "| train | 36 |" in card and "made by aidsafe 0.1.0" in card
     assert "CC BY 4.0" in card and "XSTest" in card  # licence of the inputs
     assert POLICY_SET.hash in card and "### Physical harm" in card  # policy set and texts
     assert "graded rows below the score thresholds: 1" in card and "big-model" in card
