@@ -73,11 +73,11 @@ def make_context(prompts: PromptSet) -> Callable[..., Context]:
 
 @pytest.fixture
 def fake_openai() -> Callable[..., FakeOpenAI]:
-    """Start test servers: fake_openai(script, latency=0.0); stopped at the end of the test."""
+    """Start test servers: fake_openai(script, latency=0.0, faults=None); stopped at the end of the test."""
     servers: list[FakeOpenAI] = []
 
-    def start(script: Script = default_script, latency: float = 0.0) -> FakeOpenAI:
-        server = FakeOpenAI(script, latency).__enter__()
+    def start(script: Script = default_script, latency: float = 0.0, **extra: Any) -> FakeOpenAI:
+        server = FakeOpenAI(script, latency, **extra).__enter__()
         servers.append(server)
         return server
 

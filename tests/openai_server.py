@@ -7,6 +7,8 @@ what the pipeline sent (prompt text, tool schema, max_tokens field). Latency is 
 from __future__ import annotations
 
 import json
+import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -57,6 +59,19 @@ class Reply:
 
 
 Script = Callable[[Request], Reply]
+# Fault injection: given the request and its number (0-based), the fault to answer with, or None.
+FAULTS = ("429", "500", "503", "reset", "timeout", "invalid_json", "length", "empty")
+FaultPlan = Callable[[Request, int], str | None]
+
+
+def random_faults(rate: float, seed: int = 0, kinds: tuple[str, ...] = FAULTS) -> FaultPlan:
+    """A seeded plan: each request is faulty with probability rate, of a kind drawn uniformly."""
+
+    def plan(request: Request, number: int) -> str | None:
+        draw = random.Random(seed * 1_000_003 + number)
+        return draw.choice(kinds) if draw.random() < rate else None
+
+    return plan
 
 
 def _completion(request: Request, reply: Reply) -> dict[str, Any]:
@@ -87,7 +102,10 @@ class FakeOpenAI:
 
     script: Script
     latency: float = 0.0
+    faults: FaultPlan | None = None
+    timeout_sleep: float = 3.0
     requests: list[Request] = field(default_factory=list)
+    faults_sent: list[str] = field(default_factory=list)
     max_in_flight: int = 0
     _in_flight: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -106,6 +124,22 @@ class FakeOpenAI:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def _fault(self, request: Request) -> str | None:
+        with self._lock:
+            number = len(self.requests)
+            fault = self.faults(request, number) if self.faults else None
+            if fault:
+                self.faults_sent.append(fault)
+                self.requests.append(request)
+        return fault
+
+    def _faulty_reply(self, request: Request, fault: str) -> Reply:
+        if fault == "invalid_json":
+            return Reply('{"not": valid json')
+        if fault == "length":
+            return Reply('{"intents": [{"descr', finish_reason="length")
+        return Reply(content="")  # empty
 
     def _answer(self, request: Request) -> dict[str, Any]:
         with self._lock:
@@ -138,10 +172,34 @@ class FakeOpenAI:
             def do_GET(self) -> None:
                 self._send(200, {"object": "list", "data": [{"id": "test", "object": "model"}]})
 
+            def _send_fault(self, request: Request, fault: str) -> None:
+                if fault == "reset":  # close the connection without an answer
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                elif fault == "timeout":
+                    time.sleep(server.timeout_sleep)
+                    self._send(200, _completion(request, default_script(request)))
+                elif fault in ("400", "401", "429", "500", "503"):
+                    payload = {"error": {"message": f"injected {fault}", "type": "server_error"}}
+                    data = json.dumps(payload).encode()
+                    self.send_response(int(fault))
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    if fault == "429":
+                        self.send_header("Retry-After", "0")
+                    self.end_headers()
+                    self.wfile.write(data)
+                else:
+                    self._send(200, _completion(request, server._faulty_reply(request, fault)))
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length))
                 request = Request(body=body, headers={k.lower(): v for k, v in self.headers.items()})
+                fault = server._fault(request)
+                if fault:
+                    self._send_fault(request, fault)
+                    return
                 try:
                     self._send(200, server._answer(request))
                 except Exception as exc:  # a broken script shows up as a 500 with its message
