@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import unmapped
+from prefect.artifacts import create_table_artifact
 from prefect.futures import wait
 from prefect.logging import get_run_logger
 
@@ -49,6 +50,8 @@ def run_stage(stage_name: str, source: str | Path, output: str, options: Options
         for job, future in zip(jobs, futures, strict=True)
     ]
     summary = summarize(stage_name, output_dir, results, settings, policies)
+    table = [p.model_dump(exclude_none=True) for p in summary.partitions]
+    create_table_artifact(table, key=f"aidsafe-{stage_name}-summary", description=summary.describe())
     logger.info("%s; summary: %s", summary.describe(), summary.summary_path)
     if summary.failed_partitions:
         names = ", ".join(f"{p.partition} ({p.error})" for p in summary.failed_partitions)

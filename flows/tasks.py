@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import openai
 from prefect import task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
@@ -54,9 +55,13 @@ def partition_task(job: PartitionJob, prompts: PromptSet) -> PartitionResult:
         logger.info("%s %s: unchanged since the last run, skipped", job.stage, job.name)
         return skipped_result(stage, job)
 
+    progress_id = create_progress_artifact(0.0, description=f"{job.stage} {job.name}: rows done (%)")
+
     def progress(finished: int, total: int) -> None:
         if finished == total or finished % max(1, total // 10) == 0:
             logger.info("%s %s: %d/%d rows", job.stage, job.name, finished, total)
+            # called from the rows' event loop: force the synchronous client
+            update_progress_artifact(progress_id, 100.0 * finished / total, _sync=True)  # type: ignore[call-arg,arg-type]
 
     result = run_partition(stage, job, prompts, progress)
     logger.info(

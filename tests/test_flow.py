@@ -10,6 +10,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from aidsafe.cli import main
 from aidsafe.config import DEFAULT_POLICIES, Options
@@ -45,7 +47,9 @@ def test_generate_writes_one_partition_per_input(
     tmp_path: Path, fake_openai: Callable[..., FakeOpenAI]
 ) -> None:
     server = fake_openai()
-    summary = run(server, make_input(tmp_path / "in"), tmp_path / "out", concurrency=2)
+    options = Options(base_url=server.base_url, model="test-model", concurrency=2)
+    state = generate(str(make_input(tmp_path / "in")), str(tmp_path / "out"), options, return_state=True)
+    summary, flow_run_id = state.result(), state.state_details.flow_run_id
     out = tmp_path / "out" / "generated"
     assert sorted(p.name for p in out.iterdir()) == ["part-0.parquet", "part-1.parquet"]  # no temp files left
     table = pq.read_table(out / "part-0.parquet")
@@ -63,6 +67,14 @@ def test_generate_writes_one_partition_per_input(
     assert written["rows_ok"] == 6 and written["rows_failed"] == 0 and written["llm_calls"] == 18
     assert written["input_tokens"] == 18 * 100 and written["output_tokens"] == 18 * 20
     assert summary.rows_ok == 6  # type: ignore[attr-defined]
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    progress = [a for a in artifacts if a.type == "progress"]
+    assert len(progress) == 2 and all(a.data == 100.0 for a in progress)  # one per partition, finished
+    table = next(a for a in artifacts if a.key == "aidsafe-generate-summary")
+    assert "rows: 6 ok, 0 failed" in (table.description or "")
 
 
 def deliberation_never_valid_for(prompt_marker: str) -> Callable[[Request], Reply]:
