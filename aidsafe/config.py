@@ -100,6 +100,7 @@ class Settings(BaseModel):
     concurrency: int = Field(4, ge=1, le=1024, description="Rows in flight per partition")
     dpo_attempts: int = Field(3, ge=1, le=20, description="Ear-whisperer attempts per row (K)")
     dpo_max_score: int = Field(2, ge=1, le=4, description="A rejected CoT needs policy faithfulness <= this")
+    max_prompt_chars: int = Field(32000, ge=100, description="Longest prompt that fits the model context")
     policies_dir: Path = DEFAULT_POLICIES
     prompts_dir: Path = DEFAULT_PROMPTS
     embedded: EmbeddedSettings = EmbeddedSettings()
@@ -140,7 +141,9 @@ class Settings(BaseModel):
     def generation_identity(self) -> str:
         """The identity of stages 1-3: intent, drafter and deliberation agents, and the budget."""
         roles = ["intent", "drafter", *self.agent_roles]
-        return self.identity(roles, agents=self.agents, max_rounds=self.max_rounds)
+        return self.identity(
+            roles, agents=self.agents, max_rounds=self.max_rounds, max_prompt_chars=self.max_prompt_chars
+        )
 
 
 class FileConfig(BaseModel):
@@ -153,6 +156,7 @@ class FileConfig(BaseModel):
     concurrency: int | None = Field(None, ge=1, le=1024)
     dpo_attempts: int | None = Field(None, ge=1, le=20)
     dpo_max_score: int | None = Field(None, ge=1, le=4)
+    max_prompt_chars: int | None = Field(None, ge=100)
     policies: Path | None = None
     prompts: Path | None = None
     endpoint: EndpointSpec = EndpointSpec()
@@ -236,6 +240,13 @@ def _resolve(role: str, spec: EndpointSpec, env: Mapping[str, str]) -> Endpoint:
     return Endpoint(api_key=SecretStr(env.get(key_env) or "not-set"), **values)
 
 
+def _default_max_chars(roles: dict[str, Endpoint], embedded: EmbeddedSettings) -> int:
+    """With the embedded model, what fits its context beside the policies (about 3 chars a token)."""
+    if any(e.embedded for e in roles.values()):
+        return max(1000, (embedded.n_ctx - 3000) * 3)
+    return 32000
+
+
 def _role_spec(name: str, file: FileConfig, cli: EndpointSpec, env: Mapping[str, str]) -> EndpointSpec:
     """Explicit values, then the role's own config, its fallback role's, the file default, the environment."""
     chain = [file.roles.get(name, EndpointSpec())]
@@ -275,6 +286,7 @@ def load_settings(
             concurrency=given.get("concurrency", _first(file.concurrency, 4)),
             dpo_attempts=given.get("dpo_attempts", _first(file.dpo_attempts, 3)),
             dpo_max_score=given.get("dpo_max_score", _first(file.dpo_max_score, 2)),
+            max_prompt_chars=_first(file.max_prompt_chars, _default_max_chars(roles, file.embedded)),
             policies_dir=Path(given.get("policies", file.policies or DEFAULT_POLICIES)),
             prompts_dir=Path(given.get("prompts", file.prompts or DEFAULT_PROMPTS)),
             embedded=file.embedded,

@@ -86,7 +86,7 @@ def _check_columns(path: Path, schema: pa.Schema) -> None:
             raise InputError(path, f"column {name!r} must be string, found {kind}")
 
 
-def _row_problem(row_id: str | None, prompt: str | None, seen: dict[str, int]) -> str | None:
+def _row_problem(row_id: str | None, prompt: str | None, seen: dict[str, int], max_chars: int) -> str | None:
     if row_id is None or not row_id.strip():
         return "id is null or empty"
     if row_id in seen:
@@ -97,13 +97,16 @@ def _row_problem(row_id: str | None, prompt: str | None, seen: dict[str, int]) -
         return "prompt is empty or whitespace"
     if "\x00" in prompt:
         return "prompt contains NUL bytes"
+    if len(prompt) > max_chars:
+        return f"prompt has {len(prompt)} characters, over the model-context limit of {max_chars}"
     return None
 
 
-def read_partition(path: Path, taken_ids: Iterable[str] = ()) -> Partition:
+def read_partition(path: Path, taken_ids: Iterable[str] = (), max_chars: int = 1_000_000) -> Partition:
     """Read a partition and sort its rows into valid ones and rejected ones (with reasons).
 
-    taken_ids: ids already used by an earlier partition of the same input.
+    taken_ids: ids already used by an earlier partition of the same input; max_chars: the longest prompt
+    that fits the model context with the policies.
     """
     table = _read_table(path)
     _check_columns(path, table.schema)
@@ -113,7 +116,7 @@ def read_partition(path: Path, taken_ids: Iterable[str] = ()) -> Partition:
     seen: dict[str, int] = {}
     partition = Partition(path=path, table=table, rows=[])
     for index, (row_id, prompt) in enumerate(zip(ids, prompts, strict=True)):
-        problem = _row_problem(row_id, prompt, seen)
+        problem = _row_problem(row_id, prompt, seen, max_chars)
         if problem is None and row_id in taken:
             problem = f"duplicate id {row_id!r} (used by an earlier partition)"
         if problem:

@@ -72,7 +72,7 @@ class Stage(Protocol):
 
     def identity(self, settings: Settings) -> str: ...
 
-    def read(self, path: Path, taken_ids: frozenset[str]) -> Partition: ...
+    def read(self, path: Path, taken_ids: frozenset[str], max_chars: int) -> Partition: ...
 
     def process(self, row: RowRef, ctx: RowContext) -> Awaitable[tuple[dict[str, Any], Usage]]: ...
 
@@ -190,7 +190,7 @@ def run_partition(
     """Run a stage over one partition; raises TransientFailures (after writing) on backend outages."""
     started = time.monotonic()
     try:
-        partition = stage.read(job.input_path, job.taken_ids)
+        partition = stage.read(job.input_path, job.taken_ids, job.settings.max_prompt_chars)
     except InputError as exc:
         write_atomic(failures_table([Failure(None, job.name, exc.row, "input", "InputError", str(exc))]),
                      job.failures_path)  # fmt: skip

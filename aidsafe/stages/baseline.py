@@ -42,8 +42,8 @@ class BaselineStage:
     def identity(self, settings: Settings) -> str:
         return settings.identity(["baseline", "grader"])
 
-    def read(self, path: Path, taken_ids: frozenset[str]) -> Partition:
-        return read_partition(path, taken_ids)
+    def read(self, path: Path, taken_ids: frozenset[str], max_chars: int) -> Partition:
+        return read_partition(path, taken_ids, max_chars)
 
     async def process(self, row: RowRef, ctx: RowContext) -> tuple[dict[str, Any], Usage]:
         model = ctx.models["baseline"]

@@ -104,7 +104,7 @@ class DpoStage:
             self.roles(settings), k=settings.dpo_attempts, max_score=settings.dpo_max_score
         )
 
-    def read(self, path: Path, taken_ids: frozenset[str]) -> Partition:
+    def read(self, path: Path, taken_ids: frozenset[str], max_chars: int) -> Partition:
         return read_stage_output(path)
 
     async def process(self, row: RowRef, ctx: RowContext) -> tuple[dict[str, Any], Usage]:

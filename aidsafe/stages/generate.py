@@ -78,8 +78,8 @@ class GenerateStage:
     def identity(self, settings: Settings) -> str:
         return settings.generation_identity()
 
-    def read(self, path: Path, taken_ids: frozenset[str]) -> Partition:
-        return read_partition(path, taken_ids)
+    def read(self, path: Path, taken_ids: frozenset[str], max_chars: int) -> Partition:
+        return read_partition(path, taken_ids, max_chars)
 
     async def process(self, row: RowRef, ctx: RowContext) -> tuple[dict[str, Any], Usage]:
         agents = tuple(ctx.settings.agent_roles)

@@ -65,7 +65,7 @@ class RefineStage:
     def identity(self, settings: Settings) -> str:
         return settings.identity(["refiner"])
 
-    def read(self, path: Path, taken_ids: frozenset[str]) -> Partition:
+    def read(self, path: Path, taken_ids: frozenset[str], max_chars: int) -> Partition:
         return read_stage_output(path)
 
     async def process(self, row: RowRef, ctx: RowContext) -> tuple[dict[str, Any], Usage]:
