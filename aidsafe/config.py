@@ -42,6 +42,7 @@ class EndpointSpec(BaseModel):
     )
     model: str | None = Field(None, description="Model name the server knows")
     api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key")
+    api_key_block: str | None = Field(None, description="Name of a Prefect Secret block holding the API key")
     max_tokens: int | None = Field(None, ge=16, le=32768, description="Completion token limit per call")
     max_tokens_field: TokenField | None = Field(None, description="Request field that carries max_tokens")
     temperature: float | None = Field(None, ge=0.0, le=2.0)
@@ -210,6 +211,20 @@ def _merge(*specs: EndpointSpec) -> EndpointSpec:
     return EndpointSpec(**merged)
 
 
+def _api_key(role: str, spec: EndpointSpec, env: Mapping[str, str]) -> str:
+    """The key from a Prefect Secret block, the named environment variable, or OPENAI_API_KEY."""
+    if spec.api_key_block:
+        from prefect.blocks.system import Secret
+
+        try:
+            return str(Secret.load(spec.api_key_block, _sync=True).get())  # type: ignore[call-arg,union-attr]
+        except ValueError as exc:
+            raise ConfigError(f"role {role}: Prefect Secret block {spec.api_key_block!r} not found") from exc
+    if spec.api_key_env and spec.api_key_env not in env:
+        raise ConfigError(f"role {role}: environment variable {spec.api_key_env} (api_key_env) is not set")
+    return env.get(spec.api_key_env or "OPENAI_API_KEY") or "not-set"
+
+
 def _resolve(role: str, spec: EndpointSpec, env: Mapping[str, str]) -> Endpoint:
     if spec.base_url is None:
         if spec.model:
@@ -217,7 +232,9 @@ def _resolve(role: str, spec: EndpointSpec, env: Mapping[str, str]) -> Endpoint:
                 f"role {role}: model {spec.model!r} given without a base URL: set OPENAI_BASE_URL, "
                 "--base-url or base_url in the config (the embedded default runs only its own model)"
             )
-        values = spec.model_dump(exclude_none=True, exclude={"base_url", "model", "api_key_env"})
+        values = spec.model_dump(
+            exclude_none=True, exclude={"base_url", "model", "api_key_env", "api_key_block"}
+        )
         return Endpoint(
             base_url=None,
             model=EMBEDDED_MODEL_NAME,
@@ -230,14 +247,12 @@ def _resolve(role: str, spec: EndpointSpec, env: Mapping[str, str]) -> Endpoint:
             f"role {role}: endpoint {spec.base_url} has no model: "
             "set AIDSAFE_MODEL, --model or model in the config"
         )
-    key_env = spec.api_key_env or "OPENAI_API_KEY"
-    if spec.api_key_env and spec.api_key_env not in env:
-        raise ConfigError(f"role {role}: environment variable {spec.api_key_env} (api_key_env) is not set")
+    key = _api_key(role, spec, env)
     host = urlparse(spec.base_url).hostname or ""
-    values = spec.model_dump(exclude_none=True, exclude={"api_key_env"})
+    values = spec.model_dump(exclude_none=True, exclude={"api_key_env", "api_key_block"})
     is_openai = host == "openai.com" or host.endswith(".openai.com")
     values.setdefault("max_tokens_field", "max_completion_tokens" if is_openai else "max_tokens")
-    return Endpoint(api_key=SecretStr(env.get(key_env) or "not-set"), **values)
+    return Endpoint(api_key=SecretStr(key), **values)
 
 
 def _default_max_chars(roles: dict[str, Endpoint], embedded: EmbeddedSettings) -> int:

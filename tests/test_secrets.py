@@ -49,3 +49,30 @@ def test_there_is_no_option_for_a_key(capsys: pytest.CaptureFixture[str]) -> Non
     with pytest.raises(SystemExit):
         main(["run", "--input", "x", "--output", "y", "--api-key", SECRET])
     assert "unrecognized arguments" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("prefect_api", "clean_env")
+def test_the_key_can_come_from_a_prefect_secret_block(
+    tmp_path: Path, fake_openai: Callable[..., FakeOpenAI]
+) -> None:
+    from prefect.blocks.system import Secret
+
+    Secret(value=SECRET).save("aidsafe-test-key", overwrite=True)
+    server = fake_openai()
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[endpoint]\nbase_url = "{server.base_url}"\nmodel = "m"\napi_key_block = "aidsafe-test-key"\n'
+    )
+    write_partition(tmp_path / "in" / "p.parquet", [{"id": "r1", "prompt": "Hello?"}])
+    out = tmp_path / "out"
+    assert (
+        main(["generate", "--input", str(tmp_path / "in"), "--output", str(out), "--config", str(config)])
+        == 0
+    )
+    assert server.requests and all(r.headers["authorization"] == f"Bearer {SECRET}" for r in server.requests)
+    assert not any(SECRET.encode() in p.read_bytes() for p in out.rglob("*") if p.is_file())
+    config.write_text(config.read_text().replace("aidsafe-test-key", "no-such-block"))
+    assert (
+        main(["generate", "--input", str(tmp_path / "in"), "--output", str(out), "--config", str(config)])
+        == 2
+    )
