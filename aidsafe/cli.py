@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from aidsafe.errors import AidsafeError
+from aidsafe.terminal import progress_bar
 
 DESCRIPTION = """\
 aidsafe makes policy-embedded chain-of-thought safety data (AIDSAFE). Stages, each a Prefect flow with
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dpo.add_argument("--max-policy-score", type=int, dest="dpo_max_score",
                      help="max CoT policy faithfulness of a rejected CoT (default 2)")  # fmt: skip
+    _add(sub, "retry", "redo only the rows in the failures tables (and what depends on them)", input=False)
     _export_parser(sub)
     return parser
 
@@ -141,6 +143,11 @@ def _dispatch(args: argparse.Namespace) -> Callable[[], list[str]]:
         from flows.report import report
 
         return lambda: [f"report:   {report(args.output, parse_thresholds(args.min_score))}"]
+    if args.command == "retry":
+        from flows.retry import retry
+
+        options = _options(args)
+        return lambda: [f"retried:  {retry(args.output, options)}", f"output:   {args.output}/"]
     if args.command == "run":
         from flows.run import run
 
@@ -163,7 +170,10 @@ def _dispatch(args: argparse.Namespace) -> Callable[[], list[str]]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        for line in _dispatch(args)():
+        command = _dispatch(args)
+        with progress_bar(enabled=args.command not in ("export", "report")):
+            lines = command()
+        for line in lines:
             print(line)
         return 0
     except AidsafeError as exc:

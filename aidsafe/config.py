@@ -13,7 +13,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
@@ -102,9 +102,16 @@ class Settings(BaseModel):
     dpo_attempts: int = Field(3, ge=1, le=20, description="Ear-whisperer attempts per row (K)")
     dpo_max_score: int = Field(2, ge=1, le=4, description="A rejected CoT needs policy faithfulness <= this")
     max_prompt_chars: int = Field(32000, ge=100, description="Longest prompt that fits the model context")
+    partition_retries: int = Field(2, ge=0, le=10, description="Reruns of a partition after transient errors")
+    partition_retry_delay: float = Field(15.0, ge=0, description="Seconds before the first rerun (x4 after)")
     policies_dir: Path = DEFAULT_POLICIES
     prompts_dir: Path = DEFAULT_PROMPTS
     embedded: EmbeddedSettings = EmbeddedSettings()
+
+    @property
+    def partition_retry_delays(self) -> list[float]:
+        """Seconds before each rerun of a partition that failed on transient errors."""
+        return [self.partition_retry_delay * 4**i for i in range(self.partition_retries)]
 
     @property
     def agent_roles(self) -> list[str]:
@@ -158,6 +165,8 @@ class FileConfig(BaseModel):
     dpo_attempts: int | None = Field(None, ge=1, le=20)
     dpo_max_score: int | None = Field(None, ge=1, le=4)
     max_prompt_chars: int | None = Field(None, ge=100)
+    partition_retries: int | None = Field(None, ge=0, le=10)
+    partition_retry_delay: float | None = Field(None, ge=0)
     policies: Path | None = None
     prompts: Path | None = None
     endpoint: EndpointSpec = EndpointSpec()
@@ -191,7 +200,10 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _first(value: int | None, default: int) -> int:
+T = TypeVar("T")
+
+
+def _first(value: T | None, default: T) -> T:
     return default if value is None else value
 
 
@@ -302,6 +314,8 @@ def load_settings(
             dpo_attempts=given.get("dpo_attempts", _first(file.dpo_attempts, 3)),
             dpo_max_score=given.get("dpo_max_score", _first(file.dpo_max_score, 2)),
             max_prompt_chars=_first(file.max_prompt_chars, _default_max_chars(roles, file.embedded)),
+            partition_retries=_first(file.partition_retries, 2),
+            partition_retry_delay=_first(file.partition_retry_delay, 15.0),
             policies_dir=Path(given.get("policies", file.policies or DEFAULT_POLICIES)),
             prompts_dir=Path(given.get("prompts", file.prompts or DEFAULT_PROMPTS)),
             embedded=file.embedded,

@@ -157,6 +157,8 @@ def write_atomic(table: pa.Table, destination: Path, meta: dict[str, str] | None
         schema_meta[META_KEY] = json.dumps(meta, sort_keys=True).encode()
         schema_meta[FINGERPRINT_KEY] = meta.get("fingerprint", "").encode()
         table = table.replace_schema_metadata(schema_meta)
+    for stale in destination.parent.glob(f".{destination.name}.*.tmp"):  # left by a killed run; one writer
+        stale.unlink(missing_ok=True)  # per destination, so no other write is in progress
     fd, tmp = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
     os.close(fd)
     umask = os.umask(0)
@@ -180,6 +182,15 @@ def stored_fingerprint(path: Path) -> str | None:
         return None
     value = meta.get(FINGERPRINT_KEY)
     return value.decode() if value else None
+
+
+def stored_meta(path: Path) -> dict[str, str]:
+    """The aidsafe metadata recorded in an output partition (empty when absent or unreadable)."""
+    try:
+        raw = (pq.read_schema(path).metadata or {}).get(META_KEY)
+    except (pa.ArrowInvalid, OSError):
+        return {}
+    return dict(json.loads(raw)) if raw else {}
 
 
 def stored_row_count(path: Path) -> int:

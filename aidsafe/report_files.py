@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -41,6 +42,12 @@ def read_failures(directory: Path) -> pd.DataFrame:
     return pd.concat([empty, *frames], ignore_index=True) if frames else empty
 
 
+def stored_thresholds(output_dir: Path) -> dict[str, int]:
+    """The thresholds of the last report of a run (none when it has no report)."""
+    path = output_dir / "report" / "thresholds.json"
+    return {str(k): int(v) for k, v in json.loads(path.read_text()).items()} if path.exists() else {}
+
+
 def write_kept(output_dir: Path, thresholds: dict[str, int]) -> int:
     """kept/<partition>.parquet: the graded rows that meet every threshold (all rows without thresholds)."""
     kept = 0
@@ -53,10 +60,11 @@ def write_kept(output_dir: Path, thresholds: dict[str, int]) -> int:
     return kept
 
 
-def write_report_files(report: ReportData, output_dir: Path) -> Path:
-    """report/report.md with its PNG charts beside it."""
+def write_report_files(report: ReportData, output_dir: Path, thresholds: dict[str, int]) -> Path:
+    """report/report.md with its PNG charts beside it, and the thresholds used (for `aidsafe retry`)."""
     directory = output_dir / "report"
     charts = write_charts(report, directory)
+    (directory / "thresholds.json").write_text(json.dumps(thresholds), encoding="utf-8")
     path = directory / "report.md"
     path.write_text(render_markdown(report, charts), encoding="utf-8")
     return path

@@ -8,13 +8,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from aidsafe.config import Settings
+from aidsafe.errors import InputError
 from aidsafe.partitions import earlier_ids, fingerprint_file
 from aidsafe.policies import PolicySet
 from aidsafe.prompts import PromptSet
-from aidsafe.runner import PartitionJob, PartitionResult, Stage, fingerprint
+from aidsafe.runner import PartitionJob, PartitionResult, Stage, fingerprint, stage_key
 
 
 def plan_jobs(
@@ -24,30 +26,46 @@ def plan_jobs(
     settings: Settings,
     policies: PolicySet,
     prompts: PromptSet,
+    retry: bool = False,
 ) -> list[PartitionJob]:
-    """One job per partition, each with the fingerprint that decides whether it can be skipped."""
+    """One job per partition, with the fingerprint that decides whether it can be skipped.
+
+    retry: also rerun up-to-date partitions that have rows in the failures table (only those rows are redone).
+    """
     names = [p.stem for p in paths]
     if len(set(names)) != len(names):
-        raise ValueError(f"two input partitions share a file name; names must be unique: {sorted(names)}")
+        raise InputError(str(output_dir), f"two input partitions share a file name: {sorted(names)}")
     taken = earlier_ids(paths)
-    return [
+    key = stage_key(stage, settings, policies, prompts)
+    jobs = [
         PartitionJob(
             stage=stage.name,
             input_path=path,
             output_dir=output_dir,
             settings=settings,
             policies=policies,
-            fingerprint=fingerprint(stage, fingerprint_file(path), settings, policies, prompts),
+            stage_key=key,
+            fingerprint=fingerprint(key, fingerprint_file(path)),
             taken_ids=taken[path],
         )
         for path in paths
     ]
+    return [job.model_copy(update={"force": has_retryable_failures(job)}) if retry else job for job in jobs]
+
+
+def has_retryable_failures(job: PartitionJob) -> bool:
+    """Rows that failed in the model calls (not bad input, which needs the input fixed) can be retried."""
+    if not job.failures_path.exists():
+        return False
+    failures = pq.read_table(job.failures_path, columns=["id", "stage"]).to_pylist()
+    return any(f["id"] is not None and f["stage"] != "input" for f in failures)
 
 
 class RunSummary(BaseModel):
     """The outcome of one stage over all partitions, written to summary/<stage>.json."""
 
     stage: str
+    source: str
     output_dir: str
     settings: dict[str, Any]
     policy_set: str
@@ -87,10 +105,16 @@ class RunSummary(BaseModel):
 
 
 def summarize(
-    stage: str, output_dir: Path, results: list[PartitionResult], settings: Settings, policies: PolicySet
+    stage: str,
+    source: str,
+    output_dir: Path,
+    results: list[PartitionResult],
+    settings: Settings,
+    policies: PolicySet,
 ) -> RunSummary:
     summary = RunSummary(
         stage=stage,
+        source=source,
         output_dir=str(output_dir),
         settings=settings.public(),
         policy_set=policies.hash,

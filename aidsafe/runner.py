@@ -18,6 +18,7 @@ from typing import Any, Literal, Protocol
 
 import openai
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 import aidsafe
@@ -25,7 +26,14 @@ from aidsafe.config import Settings
 from aidsafe.errors import InputError, StageFailed
 from aidsafe.models import StructuredCaller, build_roles
 from aidsafe.output import Failure, failures_table, output_table
-from aidsafe.partitions import Partition, RowRef, stored_fingerprint, stored_row_count, write_atomic
+from aidsafe.partitions import (
+    Partition,
+    RowRef,
+    stored_fingerprint,
+    stored_meta,
+    stored_row_count,
+    write_atomic,
+)
 from aidsafe.policies import PolicySet
 from aidsafe.prompts import PromptSet
 from graphs.state import Usage
@@ -85,8 +93,10 @@ class PartitionJob(BaseModel):
     output_dir: Path
     settings: Settings
     policies: PolicySet
+    stage_key: str
     fingerprint: str
     taken_ids: frozenset[str] = frozenset()
+    force: bool = False  # rerun even if up to date (to retry the rows in the failures table)
 
     @property
     def name(self) -> str:
@@ -106,6 +116,7 @@ class PartitionResult(BaseModel):
     partition: str
     status: Literal["done", "skipped", "failed"]
     rows_ok: int = 0
+    rows_reused: int = 0
     rows_failed: int = 0
     llm_calls: int = 0
     input_tokens: int = 0
@@ -114,23 +125,20 @@ class PartitionResult(BaseModel):
     error: str | None = None
 
 
-def fingerprint(
-    stage: Stage, file_hash: str, settings: Settings, policies: PolicySet, prompts: PromptSet
-) -> str:
-    """What decides a stage's output partition: input content, policies, the stage's prompts and settings."""
-    parts = [
-        stage.name,
-        file_hash,
-        policies.hash,
-        prompts.hash_of(stage.prompt_names),
-        stage.identity(settings),
-    ]
+def stage_key(stage: Stage, settings: Settings, policies: PolicySet, prompts: PromptSet) -> str:
+    """Everything but the input that decides a stage's rows: policies, the stage's prompts and settings."""
+    parts = [stage.name, policies.hash, prompts.hash_of(stage.prompt_names), stage.identity(settings)]
     return hashlib.sha256(json.dumps([*parts, aidsafe.__version__]).encode()).hexdigest()
+
+
+def fingerprint(key: str, file_hash: str) -> str:
+    """What decides a stage's output partition: the stage key and the input file's content."""
+    return hashlib.sha256(f"{key}:{file_hash}".encode()).hexdigest()
 
 
 def is_done(stage: Stage, job: PartitionJob) -> bool:
     path = job.output_path(stage)
-    return path.exists() and stored_fingerprint(path) == job.fingerprint
+    return not job.force and path.exists() and stored_fingerprint(path) == job.fingerprint
 
 
 def skipped_result(stage: Stage, job: PartitionJob) -> PartitionResult:
@@ -160,6 +168,8 @@ async def process_rows(
     gate = asyncio.Semaphore(ctx.settings.concurrency)
     done: list[Outcome] = []
     failed: list[tuple[RowRef, BaseException]] = []
+    if progress:
+        progress(0, len(rows))
 
     async def one(row: RowRef) -> None:
         async with gate:
@@ -184,6 +194,36 @@ async def _run(
         return await process_rows(stage, partition.rows, ctx, progress)
 
 
+def reusable_rows(stage: Stage, job: PartitionJob, partition: Partition) -> dict[int, int]:
+    """Rows of the existing output that are still valid: same stage key, same id, same input values.
+
+    Returns input row index -> output row index. This is what makes a rerun after added rows, a retry of
+    failed rows or a changed upstream partition redo only the rows that need it.
+    """
+    path = job.output_path(stage)
+    if not path.exists() or stored_meta(path).get("stage_key") != job.stage_key:
+        return {}
+    existing = pq.read_table(path)
+    columns = partition.table.column_names
+    if existing.column_names[: len(columns)] != columns:
+        return {}
+    old = {row["id"]: (i, row) for i, row in enumerate(existing.select(columns).to_pylist())}
+    new = partition.table.to_pylist()
+    return {r.index: old[r.id][0] for r in partition.rows if r.id in old and old[r.id][1] == new[r.index]}
+
+
+def _combined(
+    stage: Stage, job: PartitionJob, partition: Partition, done: list[Outcome], reuse: dict[int, int]
+) -> pa.Table:
+    """Reused rows and newly processed rows, in input order."""
+    table = output_table(partition.table, [d[0] for d in done], [d[1] for d in done], stage.columns)
+    if reuse:
+        old = pq.read_table(job.output_path(stage)).take(pa.array(list(reuse.values()), type=pa.int64()))
+        table = pa.concat_tables([old.cast(table.schema), table])
+    order = [*reuse, *(d[0].index for d in done)]
+    return table.take(pa.array(sorted(range(len(order)), key=order.__getitem__), type=pa.int64()))
+
+
 def run_partition(
     stage: Stage, job: PartitionJob, prompts: PromptSet, progress: Progress | None = None
 ) -> PartitionResult:
@@ -195,20 +235,22 @@ def run_partition(
         write_atomic(failures_table([Failure(None, job.name, exc.row, "input", "InputError", str(exc))]),
                      job.failures_path)  # fmt: skip
         return PartitionResult(partition=job.name, status="failed", error=str(exc))
+    reuse = reusable_rows(stage, job, partition)
+    partition.rows = [r for r in partition.rows if r.index not in reuse]
     done, failed = asyncio.run(_run(stage, job, partition, prompts, progress))
     failures = [Failure(i, job.name, r, "input", "InputError", reason) for r, i, reason in partition.rejected]
     failures += [_failure(job, row, exc) for row, exc in failed]
     transient = [f for _, f in failed if isinstance(getattr(f, "cause", f), TRANSIENT)]
     meta = {"stage": stage.name, "input": str(job.input_path), "policy_set": job.policies.hash}
-    meta["fingerprint"] = "" if transient else job.fingerprint
+    meta |= {"stage_key": job.stage_key, "fingerprint": "" if transient else job.fingerprint}
     write_atomic(failures_table(failures), job.failures_path)
-    table = output_table(partition.table, [d[0] for d in done], [d[1] for d in done], stage.columns)
-    write_atomic(table, job.output_path(stage), meta)
+    write_atomic(_combined(stage, job, partition, done, reuse), job.output_path(stage), meta)
     if transient:
         raise TransientFailures(f"{job.name}: {len(transient)} row(s) failed on transient backend errors")
     usage = [d[2] for d in done]
     return PartitionResult(
-        partition=job.name, status="done", rows_ok=len(done), rows_failed=len(failures),
+        partition=job.name, status="done", rows_ok=len(done) + len(reuse), rows_reused=len(reuse),
+        rows_failed=len(failures),
         seconds=round(time.monotonic() - started, 2), llm_calls=sum(u["calls"] for u in usage),
         input_tokens=sum(u["input_tokens"] for u in usage),
         output_tokens=sum(u["output_tokens"] for u in usage),

@@ -16,18 +16,18 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import openai
 import pyarrow.parquet as pq
 
 from aidsafe.config import load_settings
 from aidsafe.embedded import embedded_server
-from aidsafe.models import StructuredCaller, build_roles
+from aidsafe.models import Check, Messages, StructuredCaller, T, build_roles
 from aidsafe.policies import load_policies
 from aidsafe.prompts import load_prompts
 from graphs.context import Context
 from graphs.graph import graph
+from graphs.state import Usage
 
 Timing = tuple[str, float, int, int]  # role, seconds, input tokens, output tokens
 
@@ -38,9 +38,11 @@ class Timed:
     def __init__(self, inner: StructuredCaller, log: list[Timing]) -> None:
         self.role, self.model_name, self._inner, self._log = inner.role, inner.model_name, inner, log
 
-    async def call(self, schema: Any, messages: Any) -> Any:
+    async def call(
+        self, schema: type[T], messages: Messages, check: Check[T] | None = None
+    ) -> tuple[T, Usage]:
         started = time.perf_counter()
-        result, usage = await self._inner.call(schema, messages)
+        result, usage = await self._inner.call(schema, messages, check)
         self._log.append(
             (self.role, time.perf_counter() - started, usage["input_tokens"], usage["output_tokens"])
         )
@@ -69,7 +71,8 @@ def report(log: list[Timing], rows: int) -> None:
     print(f"rows: {rows}, LLM calls: {len(log)} ({len(log) / rows:.1f} per row)")
     print(f"{'role':10} {'calls':>5} {'mean s':>7} {'in tok':>7} {'out tok':>7}")
     for role, entries in by_role.items():
-        seconds, tokens_in, tokens_out = (statistics.mean(e[i] for e in entries) for i in (1, 2, 3))
+        seconds = statistics.mean(e[1] for e in entries)
+        tokens_in, tokens_out = (statistics.mean(float(e[i]) for e in entries) for i in (2, 3))
         print(f"{role:10} {len(entries):5d} {seconds:7.2f} {tokens_in:7.0f} {tokens_out:7.0f}")
     warm = [e[1] for e in log[1:]]
     print(

@@ -11,6 +11,8 @@ from flows.common import run_stage
 
 
 @flow(name="baseline", task_runner=ThreadPoolTaskRunner(max_workers=4))  # type: ignore[arg-type]
-def baseline(input: str = "data/sample", output: str = "out", options: Options | None = None) -> RunSummary:
+def baseline(
+    input: str = "data/sample", output: str = "out", options: Options | None = None, retry: bool = False
+) -> RunSummary:
     """One zero-shot call with the same policies per prompt, then the grader: OUTPUT/baseline/."""
-    return run_stage("baseline", input, output, options)
+    return run_stage("baseline", input, output, options, retry)

@@ -8,6 +8,7 @@ from prefect import unmapped
 from prefect.artifacts import create_table_artifact
 from prefect.futures import wait
 from prefect.logging import get_run_logger
+from prefect.runtime import flow_run
 
 from aidsafe.config import Options
 from aidsafe.embedded import live_settings
@@ -25,21 +26,33 @@ class PartitionsFailed(AidsafeError):
     """Some partitions could not be processed; the others finished."""
 
 
-def run_stage(stage_name: str, source: str | Path, output: str, options: Options | None) -> RunSummary:
-    """Run one stage over every partition of source; raise PartitionsFailed at the end if any failed."""
+def retrying(retry: bool) -> bool:
+    """Whether to redo failed rows: asked for, or this flow run is a rerun (`prefect flow-run retry`)."""
+    return retry or flow_run.get_run_count() > 1
+
+
+def run_stage(
+    stage_name: str, source: str | Path, output: str, options: Options | None, retry: bool = False
+) -> RunSummary:
+    """Run one stage over every partition of source; raise PartitionsFailed at the end if any failed.
+
+    retry: also redo the failed rows of partitions that are otherwise up to date (always done when this
+    flow run is a rerun of a failed one).
+    """
     logger = get_run_logger()
     stage = STAGES[stage_name]
     settings = (options or Options()).load()
     policies = load_policies(settings.policies_dir)
     prompts = load_prompts(settings.prompts_dir, policies.render())
     output_dir = Path(output)
-    jobs = plan_jobs(stage, discover(source), output_dir, settings, policies, prompts)
+    jobs = plan_jobs(stage, discover(source), output_dir, settings, policies, prompts, retrying(retry))
     logger.info("%s: %d partition(s), policy set %s", stage_name, len(jobs), policies.hash)
     pending = [job for job in jobs if not is_done(stage, job)]
     with live_settings(settings, output_dir / "logs" / "embedded-server.log", needed=bool(pending)) as live:
-        futures = partition_task.map(
-            [j.model_copy(update={"settings": live}) for j in jobs], unmapped(prompts)
+        task = partition_task.with_options(
+            retries=settings.partition_retries, retry_delay_seconds=settings.partition_retry_delays
         )
+        futures = task.map([j.model_copy(update={"settings": live}) for j in jobs], unmapped(prompts))
         wait(futures)
     results = [
         future.result()
@@ -49,7 +62,7 @@ def run_stage(stage_name: str, source: str | Path, output: str, options: Options
         )
         for job, future in zip(jobs, futures, strict=True)
     ]
-    summary = summarize(stage_name, output_dir, results, settings, policies)
+    summary = summarize(stage_name, str(source), output_dir, results, settings, policies)
     table = [p.model_dump(exclude_none=True) for p in summary.partitions]
     create_table_artifact(table, key=f"aidsafe-{stage_name}-summary", description=summary.describe())
     logger.info("%s; summary: %s", summary.describe(), summary.summary_path)

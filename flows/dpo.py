@@ -14,11 +14,11 @@ from flows.common import run_stage
 
 
 @flow(name="dpo", task_runner=ThreadPoolTaskRunner(max_workers=4))  # type: ignore[arg-type]
-def dpo(output: str = "out", options: Options | None = None) -> RunSummary:
+def dpo(output: str = "out", options: Options | None = None, retry: bool = False) -> RunSummary:
     """Ear-whisperer beliefs -> flawed (rejected) CoTs for the kept rows: OUTPUT/kept/ -> OUTPUT/dpo/."""
     kept = Path(output) / "kept"
     if not kept.is_dir():
         raise AidsafeError(
             f"{kept}: no kept rows; run `aidsafe report` (or `aidsafe run`) before `aidsafe dpo`"
         )
-    return run_stage("dpo", kept, output, options)
+    return run_stage("dpo", kept, output, options, retry)

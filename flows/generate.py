@@ -11,6 +11,8 @@ from flows.common import run_stage
 
 
 @flow(name="generate", task_runner=ThreadPoolTaskRunner(max_workers=4))  # type: ignore[arg-type]
-def generate(input: str = "data/sample", output: str = "out", options: Options | None = None) -> RunSummary:
+def generate(
+    input: str = "data/sample", output: str = "out", options: Options | None = None, retry: bool = False
+) -> RunSummary:
     """Intents, first draft and multi-agent deliberation for every prompt: OUTPUT/generated/."""
-    return run_stage("generate", input, output, options)
+    return run_stage("generate", input, output, options, retry)

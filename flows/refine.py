@@ -11,6 +11,6 @@ from flows.common import run_stage, stage_output
 
 
 @flow(name="refine", task_runner=ThreadPoolTaskRunner(max_workers=4))  # type: ignore[arg-type]
-def refine(output: str = "out", options: Options | None = None) -> RunSummary:
+def refine(output: str = "out", options: Options | None = None, retry: bool = False) -> RunSummary:
     """Remove redundant, deceptive and policy-inconsistent thoughts: OUTPUT/generated/ -> OUTPUT/refined/."""
-    return run_stage("refine", stage_output(output, "generate", "refine"), output, options)
+    return run_stage("refine", stage_output(output, "generate", "refine"), output, options, retry)

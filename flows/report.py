@@ -30,7 +30,7 @@ def report(output: str = "out", thresholds: dict[str, int] | None = None) -> str
     limits = check_thresholds(thresholds or {})
     data = build_report_task(output, limits)
     kept = write_kept_task(output, limits)
-    path = write_report_files(data, Path(output))
+    path = write_report_files(data, Path(output), limits)
     create_markdown_artifact(
         key="aidsafe-report", markdown=render_markdown(data, []), description="aidsafe report"
     )

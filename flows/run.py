@@ -11,6 +11,7 @@ from prefect.states import State
 from aidsafe.config import Options
 from aidsafe.errors import AidsafeError
 from flows.baseline import baseline as baseline_flow
+from flows.common import retrying
 from flows.generate import generate
 from flows.grade import grade
 from flows.refine import refine
@@ -28,13 +29,18 @@ def run(
     options: Options | None = None,
     baseline: bool = False,
     thresholds: dict[str, int] | None = None,
+    retry: bool = False,
 ) -> str:
-    """generate -> refine -> grade (+ baseline) -> report; a partly failed stage does not stop the next."""
-    states: dict[str, State[Any]] = {"generate": generate(input, output, options, return_state=True)}
-    states["refine"] = refine(output, options, return_state=True)
-    states["grade"] = grade(output, options, return_state=True)
+    """generate -> refine -> grade (+ baseline) -> report; a partly failed stage does not stop the next.
+
+    retry: also redo the rows in the failures tables (always done when this flow run is a rerun).
+    """
+    retry = retrying(retry)
+    states: dict[str, State[Any]] = {"generate": generate(input, output, options, retry, return_state=True)}
+    states["refine"] = refine(output, options, retry, return_state=True)
+    states["grade"] = grade(output, options, retry, return_state=True)
     if baseline:
-        states["baseline"] = baseline_flow(input, output, options, return_state=True)
+        states["baseline"] = baseline_flow(input, output, options, retry, return_state=True)
     states["report"] = report(output, thresholds, return_state=True)
     failed = {name: state for name, state in states.items() if not state.is_completed()}
     for name, state in failed.items():

@@ -8,6 +8,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
+from aidsafe.progress import publish
 from aidsafe.prompts import PromptSet
 from aidsafe.runner import (
     PartitionJob,
@@ -58,10 +59,12 @@ def partition_task(job: PartitionJob, prompts: PromptSet) -> PartitionResult:
     progress_id = create_progress_artifact(0.0, description=f"{job.stage} {job.name}: rows done (%)")
 
     def progress(finished: int, total: int) -> None:
-        if finished == total or finished % max(1, total // 10) == 0:
+        publish(job.stage, job.name, finished, total)
+        if finished == total or (finished and finished % max(1, total // 10) == 0):
             logger.info("%s %s: %d/%d rows", job.stage, job.name, finished, total)
             # called from the rows' event loop: force the synchronous client
-            update_progress_artifact(progress_id, 100.0 * finished / total, _sync=True)  # type: ignore[call-arg,arg-type]
+            percent = 100.0 * finished / total if total else 100.0
+            update_progress_artifact(progress_id, percent, _sync=True)  # type: ignore[call-arg,arg-type]
 
     result = run_partition(stage, job, prompts, progress)
     logger.info(

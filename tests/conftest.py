@@ -72,7 +72,7 @@ def make_context(prompts: PromptSet) -> Callable[..., Context]:
 
 
 @pytest.fixture
-def fake_openai() -> Callable[..., FakeOpenAI]:
+def fake_openai() -> Iterator[Callable[..., FakeOpenAI]]:
     """Start test servers: fake_openai(script, latency=0.0, faults=None); stopped at the end of the test."""
     servers: list[FakeOpenAI] = []
 
@@ -81,7 +81,7 @@ def fake_openai() -> Callable[..., FakeOpenAI]:
         servers.append(server)
         return server
 
-    yield start  # type: ignore[misc]
+    yield start
     for server in servers:
         server.__exit__(None, None, None)
 

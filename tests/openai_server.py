@@ -6,6 +6,7 @@ what the pipeline sent (prompt text, tool schema, max_tokens field). Latency is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import socket
@@ -193,6 +194,11 @@ class FakeOpenAI:
                     self._send(200, _completion(request, server._faulty_reply(request, fault)))
 
             def do_POST(self) -> None:
+                # the client may go away (killed, or timed out on an injected delay)
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self._post()
+
+            def _post(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length))
                 request = Request(body=body, headers={k.lower(): v for k, v in self.headers.items()})

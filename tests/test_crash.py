@@ -40,7 +40,22 @@ def finished(out: Path) -> dict[str, float]:
     return done
 
 
+def wait_for(process: subprocess.Popen[bytes], ready: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 120
+    while not ready() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def kill_after(process: subprocess.Popen[bytes], server: FakeOpenAI, calls: int) -> None:
+    """SIGKILL the run once it has made `calls` more model calls: a moment measured in progress."""
+    target = len(server.requests) + calls
+    wait_for(process, lambda: len(server.requests) >= target)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+
+
 def test_kill_at_random_moments_then_rerun(tmp_path: Path, fake_openai: Callable[..., FakeOpenAI]) -> None:
+    """A partition costs ROWS * 3 = 12 calls; the flow runs 4 partitions at a time."""
     server = fake_openai(latency=0.15)
     source, out = tmp_path / "in", tmp_path / "out"
     for p in range(PARTITIONS):
@@ -48,14 +63,14 @@ def test_kill_at_random_moments_then_rerun(tmp_path: Path, fake_openai: Callable
             source / f"part-{p}.parquet", [{"id": f"p{p}-{i}", "prompt": f"Q{i}?"} for i in range(ROWS)]
         )
     draw = random.Random(11)
-    before_last_kill: dict[str, float] = {}
-    for _ in range(3):
-        process = start(source, out, server)
-        time.sleep(draw.uniform(4.0, 9.0))
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-        before_last_kill = finished(out)
-    assert len(before_last_kill) < PARTITIONS, "the kills came too late to interrupt the run"
+    kill_after(start(source, out, server), server, draw.randint(1, 20))  # mid-partition, before any is done
+    assert not finished(out)
+    process = start(source, out, server)  # soon after the first partitions are done, before the last ones
+    wait_for(process, lambda: bool(finished(out)))
+    kill_after(process, server, draw.randint(0, 5))
+    kill_after(start(source, out, server), server, draw.randint(1, 10))  # again mid-partition, in the rerun
+    before_last_kill = finished(out)
+    assert 0 < len(before_last_kill) < PARTITIONS, sorted(before_last_kill)
     requests_before = len(server.requests)
     final = start(source, out, server)
     assert final.wait(timeout=300) == 0
@@ -67,5 +82,6 @@ def test_kill_at_random_moments_then_rerun(tmp_path: Path, fake_openai: Callable
     assert sorted(ids) == sorted(
         f"p{p}-{i}" for p in range(PARTITIONS) for i in range(ROWS)
     )  # none lost or doubled
+    assert not list(out.rglob("*.tmp"))  # temp files of killed writes were cleaned up by the rewrites
     redone = PARTITIONS - len(before_last_kill)
     assert len(server.requests) - requests_before == redone * ROWS * 3

@@ -22,7 +22,7 @@ ROW = RowRef(
 def grades(policy_cot: int) -> Grades:
     names = Grades.model_fields.keys() - {"refused"}
     scores = {m: Score(score=4, rationale="fine") for m in names}
-    scores["faithfulness_policy_cot"] = Score(score=policy_cot, rationale=f"policy score {policy_cot}")  # type: ignore[arg-type]
+    scores["faithfulness_policy_cot"] = Score(score=policy_cot, rationale=f"policy score {policy_cot}")
     return Grades(**scores, refused=False)
 
 

@@ -39,7 +39,7 @@ def make_run(root: Path, n: int = 40, repeats: int = 2) -> Path:
     dpo = [r | {"dpo_pair": i % 4 != 0, "rejected_cot": ["Bad thought."], "rejected_response": "Bad answer."}
            for i, r in enumerate(rows)]  # fmt: skip
     write_partition(root / "dpo" / "p.parquet", dpo)
-    summarize("generate", root, [], load_settings(env={}), POLICY_SET)
+    summarize("generate", "in", root, [], load_settings(env={}), POLICY_SET)
     return root
 
 

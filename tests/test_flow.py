@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -15,6 +17,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from aidsafe.cli import main
 from aidsafe.config import DEFAULT_POLICIES, Options
+from aidsafe.run import RunSummary
 from aidsafe.stages.generate import COLUMNS as GENERATED
 from flows.common import PartitionsFailed
 from flows.generate import generate
@@ -38,8 +41,8 @@ def make_input(root: Path, partitions: int = 2, per: int = 3) -> Path:
     return root
 
 
-def run(server: FakeOpenAI, source: Path, out: Path, **extra: object) -> object:
-    options = Options(base_url=server.base_url, model="test-model", **extra)  # type: ignore[arg-type]
+def run(server: FakeOpenAI, source: Path, out: Path, **extra: Any) -> RunSummary:
+    options = Options(base_url=server.base_url, model="test-model", **extra)
     return generate(input=str(source), output=str(out), options=options)
 
 
@@ -66,7 +69,7 @@ def test_generate_writes_one_partition_per_input(
     written = json.loads((tmp_path / "out" / "summary" / "generate.json").read_text())
     assert written["rows_ok"] == 6 and written["rows_failed"] == 0 and written["llm_calls"] == 18
     assert written["input_tokens"] == 18 * 100 and written["output_tokens"] == 18 * 20
-    assert summary.rows_ok == 6  # type: ignore[attr-defined]
+    assert summary.rows_ok == 6
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
@@ -108,7 +111,7 @@ def test_every_row_reaches_output_or_failures(tmp_path: Path, fake_openai: Calla
     )
     assert by_row[("q", 0)]["stage"] == "input" and "earlier partition" in by_row[("q", 0)]["message"]
     assert len(done) + len(failures) == len(data) + 1
-    assert summary.rows_failed == 4  # type: ignore[attr-defined]
+    assert summary.rows_failed == 4
 
 
 def test_rerun_skips_unchanged_partitions_and_redoes_changed_ones(
@@ -121,13 +124,18 @@ def test_rerun_skips_unchanged_partitions_and_redoes_changed_ones(
     (source / "part-0.parquet").touch()  # new mtime, same content
     summary = run(server, source, out)
     assert len(server.requests) == first
-    assert [p.status for p in summary.partitions] == ["skipped", "skipped"]  # type: ignore[attr-defined]
-    assert summary.rows_ok == 6  # type: ignore[attr-defined]
-    write_partition(source / "part-1.parquet", rows("p1", 4), SCHEMA)  # same path, new content
+    assert [p.status for p in summary.partitions] == ["skipped", "skipped"]
+    assert summary.rows_ok == 6
+    changed = rows("p1", 4)  # same path, new content: one row edited, one added, two as they were
+    changed[0]["prompt"] = "How do I stop process 0?"
+    write_partition(source / "part-1.parquet", changed, SCHEMA)
     summary = run(server, source, out)
-    assert [p.status for p in summary.partitions] == ["skipped", "done"]  # type: ignore[attr-defined]
-    assert len(server.requests) == first + 4 * 3
-    assert pq.read_table(out / "generated" / "part-1.parquet").num_rows == 4
+    assert [p.status for p in summary.partitions] == ["skipped", "done"]
+    redone = server.requests[first:]
+    assert len(redone) == 2 * 3 and all("stop process 0" in r.text or "process 3" in r.text for r in redone)
+    table = pq.read_table(out / "generated" / "part-1.parquet")
+    assert table.column("id").to_pylist() == ["p1-0", "p1-1", "p1-2", "p1-3"]
+    assert table.column("prompt").to_pylist()[0] == "How do I stop process 0?"
 
 
 def test_changed_policies_or_budget_redo_everything(
@@ -141,10 +149,10 @@ def test_changed_policies_or_budget_redo_everything(
     text = (policies / "03_physical_harm.toml").read_text()
     (policies / "03_physical_harm.toml").write_text(text.replace("Physical harm", "Physical harm and injury"))
     summary = run(server, source, out, policies=policies)
-    assert summary.partitions[0].status == "done"  # type: ignore[attr-defined]
+    assert summary.partitions[0].status == "done"
     table = pq.read_table(out / "generated")
     assert len(set(table.column("policy_set").to_pylist())) == 1
-    assert run(server, source, out, policies=policies, max_rounds=2).partitions[0].status == "done"  # type: ignore[attr-defined]
+    assert run(server, source, out, policies=policies, max_rounds=2).partitions[0].status == "done"
 
 
 def test_a_bad_partition_fails_the_run_but_not_the_others(
@@ -164,8 +172,8 @@ def test_a_bad_partition_fails_the_run_but_not_the_others(
 
 def test_cli_reports_errors_without_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["generate", "--input", str(tmp_path / "missing"), "--output", str(tmp_path / "o")]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("aidsafe: error: ") and "missing: input not found" in err and "Traceback" not in err
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the flow run's own log
+    assert last.startswith("aidsafe: error: ") and last.endswith("missing: input not found")
 
 
 def test_cli_prints_where_the_output_is(
@@ -178,3 +186,17 @@ def test_cli_prints_where_the_output_is(
     printed = capsys.readouterr().out
     assert code == 0 and "rows: 1 ok, 0 failed; per row: 3.0 LLM calls, 300 input + 60 output" in printed
     assert f"summary:  {tmp_path / 'o' / 'summary' / 'generate.json'}" in printed
+
+
+def test_cli_shows_rows_done_per_stage_on_stderr(
+    tmp_path: Path, fake_openai: Callable[..., FakeOpenAI], capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = fake_openai()
+    source = make_input(tmp_path / "in", partitions=2, per=3)
+    argv = ["generate", "--input", str(source), "--output", str(tmp_path / "o"),
+            "--base-url", server.base_url, "--model", "m", "--max-rounds", "1"]  # fmt: skip
+    assert main(argv) == 0
+    err = capsys.readouterr().err  # not a terminal here: the bar is printed once, with its final counts
+    assert re.search(r"generate .* 6/6 rows", err), err
+    assert main(argv) == 0  # a rerun skips both partitions: no rows to do, no bar
+    assert "rows" not in capsys.readouterr().err

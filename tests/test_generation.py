@@ -38,6 +38,7 @@ def job_for(
         output_dir=tmp_path / "out",
         settings=live,
         policies=policy_set,
+        stage_key="key-1",
         fingerprint="fp-1",
     )
 

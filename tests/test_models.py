@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import openai
 import pytest
@@ -12,6 +13,7 @@ from aidsafe.config import Endpoint
 from aidsafe.errors import StructuredOutputError
 from aidsafe.models import ChatRole, build_chat_model
 from graphs.schemas import IntentList, Verdict
+from graphs.state import Usage
 from tests.openai_server import FakeOpenAI, Reply, Request
 
 MESSAGES = [("system", "You list intents."), ("human", "<user_prompt>\nhi\n</user_prompt>")]
@@ -24,7 +26,7 @@ def endpoint(server: FakeOpenAI, **extra: object) -> Endpoint:
         "model": "m",
         "api_key": SecretStr("sk-test-secret"),
     }
-    return Endpoint(**(values | extra))  # type: ignore[arg-type]
+    return Endpoint(**(values | extra))
 
 
 def sequence(*replies: Reply) -> Callable[[Request], Reply]:
@@ -32,7 +34,7 @@ def sequence(*replies: Reply) -> Callable[[Request], Reply]:
     return lambda request: queue.pop(0)
 
 
-async def call(server: FakeOpenAI, schema: type, retries: int = 2, **extra: object) -> tuple[object, dict]:
+async def call(server: FakeOpenAI, schema: type, retries: int = 2, **extra: object) -> tuple[Any, Usage]:
     async with openai.DefaultAsyncHttpxClient() as client:
         ep = endpoint(server, **extra)
         role = ChatRole("intent", build_chat_model(ep, client), retries, ep.max_tokens)

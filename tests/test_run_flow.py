@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -48,7 +49,7 @@ def options(server: FakeOpenAI) -> Options:
     return Options(base_url=server.base_url, model="m", max_rounds=2)
 
 
-def read(out: Path, stage_dir: str) -> dict[str, dict[str, object]]:
+def read(out: Path, stage_dir: str) -> dict[str, dict[str, Any]]:
     return {row["id"]: row for row in pq.read_table(out / stage_dir).to_pylist()}
 
 
