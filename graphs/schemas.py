@@ -9,6 +9,12 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 Thought = str
 
 
+def _clean_response(value: str) -> str:
+    if not value.strip():
+        raise ValueError("response must not be blank")
+    return value.strip()
+
+
 def _clean_thoughts(value: list[str]) -> list[str]:
     thoughts = [t.strip() for t in value if t and t.strip()]
     if not thoughts:
@@ -41,12 +47,7 @@ class Draft(BaseModel):
 
     _thoughts = field_validator("thoughts")(_clean_thoughts)
 
-    @field_validator("response")
-    @classmethod
-    def _response_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("response must not be blank")
-        return value.strip()
+    _response = field_validator("response")(_clean_response)
 
 
 class Verdict(BaseModel):
@@ -93,12 +94,7 @@ class Refinement(BaseModel):
     )
     response: str = Field(min_length=1, description="The final response, consistent with the kept thoughts")
 
-    @field_validator("response")
-    @classmethod
-    def _response_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("response must not be blank")
-        return value.strip()
+    _response = field_validator("response")(_clean_response)
 
 
 METRICS = (

@@ -7,12 +7,13 @@ from typing import Any
 
 import pytest
 from langgraph.graph import END
+from pydantic import BaseModel, ValidationError
 
 from aidsafe.errors import StageFailed
 from graphs.context import Context
 from graphs.graph import build_graph
 from graphs.routing import UnexpectedState, route_deliberation
-from graphs.schemas import Draft, Intent, IntentList, Verdict
+from graphs.schemas import Draft, Intent, IntentList, Refinement, Verdict
 from tests.conftest import ScriptedModel
 
 INTENTS = IntentList(intents=[Intent(description="Stop a running Python program.", kind="benign")])
@@ -142,3 +143,11 @@ def test_context_checks_roles_and_sets_recursion_limit(make_context: Callable[..
     assert make_context(models([]), max_rounds=7).recursion_limit == 12
     with pytest.raises(ValueError, match="no model for role"):
         make_context({"agent1": ScriptedModel("agent1", [])})
+
+
+@pytest.mark.parametrize("schema", [Draft, Refinement])
+def test_a_blank_response_is_invalid_and_a_padded_one_is_trimmed(schema: type[BaseModel]) -> None:
+    values: dict[str, object] = {"thoughts": ["A thought."]} if schema is Draft else {}
+    with pytest.raises(ValidationError, match="response must not be blank"):
+        schema(**values, response=" \n ")
+    assert schema(**values, response="  Answer. ").response == "Answer."  # type: ignore[attr-defined]
