@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from aidsafe.config import Endpoint, Settings
 from aidsafe.errors import StructuredOutputError
-from graphs.state import Usage
+from graphs.state import NO_USAGE, Usage, total
 
 T = TypeVar("T", bound=BaseModel)
 # A row-specific validation beyond the schema (e.g. thought numbers in range); raises ValueError.
@@ -43,14 +43,6 @@ def _usage_of(message: Any) -> Usage:
     meta: dict[str, Any] = dict(getattr(message, "usage_metadata", None) or {})
     return Usage(
         calls=1, input_tokens=meta.get("input_tokens", 0), output_tokens=meta.get("output_tokens", 0)
-    )
-
-
-def _add(a: Usage, b: Usage) -> Usage:
-    return Usage(
-        calls=a["calls"] + b["calls"],
-        input_tokens=a["input_tokens"] + b["input_tokens"],
-        output_tokens=a["output_tokens"] + b["output_tokens"],
     )
 
 
@@ -89,12 +81,12 @@ class ChatRole:
     async def call(
         self, schema: type[T], messages: Messages, check: Check[T] | None = None
     ) -> tuple[T, Usage]:
-        usage = Usage(calls=0, input_tokens=0, output_tokens=0)
+        usage = NO_USAGE
         conversation: Messages = list(messages)
         reason = ""
         for _attempt in range(self._retries + 1):
             result = await self._structured(schema).ainvoke(conversation)
-            usage = _add(usage, _usage_of(result.get("raw")))
+            usage = total(usage, _usage_of(result.get("raw")))
             parsed = result.get("parsed")
             if isinstance(parsed, schema) and result.get("parsing_error") is None:
                 try:

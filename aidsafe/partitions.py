@@ -18,7 +18,6 @@ import pyarrow.parquet as pq
 from aidsafe.errors import InputError
 
 REQUIRED_COLUMNS = ("id", "prompt")
-FINGERPRINT_KEY = b"aidsafe.fingerprint"
 META_KEY = b"aidsafe.meta"
 
 
@@ -155,7 +154,6 @@ def write_atomic(table: pa.Table, destination: Path, meta: dict[str, str] | None
     if meta:
         schema_meta = dict(table.schema.metadata or {})
         schema_meta[META_KEY] = json.dumps(meta, sort_keys=True).encode()
-        schema_meta[FINGERPRINT_KEY] = meta.get("fingerprint", "").encode()
         table = table.replace_schema_metadata(schema_meta)
     for stale in destination.parent.glob(f".{destination.name}.*.tmp"):  # left by a killed run; one writer
         stale.unlink(missing_ok=True)  # per destination, so no other write is in progress
@@ -174,16 +172,6 @@ def write_atomic(table: pa.Table, destination: Path, meta: dict[str, str] | None
             os.unlink(tmp)
 
 
-def stored_fingerprint(path: Path) -> str | None:
-    """The fingerprint recorded in an output partition, or None when absent or unreadable."""
-    try:
-        meta = pq.read_schema(path).metadata or {}
-    except (pa.ArrowInvalid, OSError):
-        return None
-    value = meta.get(FINGERPRINT_KEY)
-    return value.decode() if value else None
-
-
 def stored_meta(path: Path) -> dict[str, str]:
     """The aidsafe metadata recorded in an output partition (empty when absent or unreadable)."""
     try:
@@ -191,6 +179,11 @@ def stored_meta(path: Path) -> dict[str, str]:
     except (pa.ArrowInvalid, OSError):
         return {}
     return dict(json.loads(raw)) if raw else {}
+
+
+def stored_fingerprint(path: Path) -> str | None:
+    """The fingerprint recorded in an output partition, or None when absent, empty or unreadable."""
+    return stored_meta(path).get("fingerprint") or None
 
 
 def stored_row_count(path: Path) -> int:

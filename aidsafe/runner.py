@@ -36,7 +36,7 @@ from aidsafe.partitions import (
 )
 from aidsafe.policies import PolicySet
 from aidsafe.prompts import PromptSet
-from graphs.state import Usage
+from graphs.state import Usage, total
 
 TRANSIENT = (
     openai.APIConnectionError,
@@ -247,11 +247,9 @@ def run_partition(
     write_atomic(_combined(stage, job, partition, done, reuse), job.output_path(stage), meta)
     if transient:
         raise TransientFailures(f"{job.name}: {len(transient)} row(s) failed on transient backend errors")
-    usage = [d[2] for d in done]
+    usage = total(*(d[2] for d in done))
     return PartitionResult(
         partition=job.name, status="done", rows_ok=len(done) + len(reuse), rows_reused=len(reuse),
-        rows_failed=len(failures),
-        seconds=round(time.monotonic() - started, 2), llm_calls=sum(u["calls"] for u in usage),
-        input_tokens=sum(u["input_tokens"] for u in usage),
-        output_tokens=sum(u["output_tokens"] for u in usage),
+        rows_failed=len(failures), seconds=round(time.monotonic() - started, 2), llm_calls=usage["calls"],
+        input_tokens=usage["input_tokens"], output_tokens=usage["output_tokens"],
     )  # fmt: skip

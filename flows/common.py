@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from prefect import unmapped
 from prefect.artifacts import create_table_artifact
 from prefect.futures import wait
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
+from prefect.states import State
 
 from aidsafe.config import Options
 from aidsafe.embedded import live_settings
@@ -24,6 +26,10 @@ from flows.tasks import partition_task
 
 class PartitionsFailed(AidsafeError):
     """Some partitions could not be processed; the others finished."""
+
+
+class StagesFailed(AidsafeError):
+    """Some stages failed (their other partitions finished and were carried on)."""
 
 
 def retrying(retry: bool) -> bool:
@@ -72,11 +78,22 @@ def run_stage(
     return summary
 
 
-def stage_output(output: str | Path, stage_name: str, needs: str) -> Path:
-    """Where an earlier stage wrote its partitions; a clear error when it has not run."""
-    path = Path(output) / STAGES[stage_name].output_subdir
+def earlier_output(path: Path, made_by: str, needs: str) -> Path:
+    """What an earlier command wrote; a clear error when it has not run."""
     if not path.is_dir():
-        raise AidsafeError(
-            f"{path}: no {stage_name} output; run `aidsafe {stage_name}` before `aidsafe {needs}`"
-        )
+        raise AidsafeError(f"{path}: not found; run `aidsafe {made_by}` before `aidsafe {needs}`")
     return path
+
+
+def stage_output(output: str | Path, stage_name: str, needs: str) -> Path:
+    """Where an earlier stage wrote its partitions."""
+    return earlier_output(Path(output) / STAGES[stage_name].output_subdir, stage_name, needs)
+
+
+def raise_if_failed(states: dict[str, State[Any]]) -> None:
+    """Log and raise the stages (subflow runs) that did not complete; the others' work stays."""
+    failed = {name: state for name, state in states.items() if not state.is_completed()}
+    for name, state in failed.items():
+        get_run_logger().error("%s failed: %s", name, state.message)
+    if failed:
+        raise StagesFailed("; ".join(f"{name}: {state.message}" for name, state in failed.items()))

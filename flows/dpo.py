@@ -8,17 +8,12 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from aidsafe.config import Options
-from aidsafe.errors import AidsafeError
 from aidsafe.run import RunSummary
-from flows.common import run_stage
+from flows.common import earlier_output, run_stage
 
 
 @flow(name="dpo", task_runner=ThreadPoolTaskRunner(max_workers=4))  # type: ignore[arg-type]
 def dpo(output: str = "out", options: Options | None = None, retry: bool = False) -> RunSummary:
     """Ear-whisperer beliefs -> flawed (rejected) CoTs for the kept rows: OUTPUT/kept/ -> OUTPUT/dpo/."""
-    kept = Path(output) / "kept"
-    if not kept.is_dir():
-        raise AidsafeError(
-            f"{kept}: no kept rows; run `aidsafe report` (or `aidsafe run`) before `aidsafe dpo`"
-        )
+    kept = earlier_output(Path(output) / "kept", "report", "dpo")
     return run_stage("dpo", kept, output, options, retry)

@@ -13,12 +13,12 @@ from aidsafe.config import Options
 from aidsafe.errors import AidsafeError
 from aidsafe.report_files import stored_thresholds
 from flows.baseline import baseline
+from flows.common import raise_if_failed
 from flows.dpo import dpo
 from flows.generate import generate
 from flows.grade import grade
 from flows.refine import refine
 from flows.report import report
-from flows.run import StagesFailed
 
 
 def recorded_sources(output: Path) -> dict[str, str]:
@@ -45,7 +45,5 @@ def retry(output: str = "out", options: Options | None = None) -> str:
         states["report"] = report(output, stored_thresholds(Path(output)), return_state=True)
     if "dpo" in sources:
         states["dpo"] = dpo(output, options, retry=True, return_state=True)
-    failed = {name: s for name, s in states.items() if not s.is_completed()}
-    if failed:
-        raise StagesFailed("; ".join(f"{name}: {s.message}" for name, s in failed.items()))
+    raise_if_failed(states)
     return ", ".join(states)

@@ -5,21 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow
-from prefect.logging import get_run_logger
 from prefect.states import State
 
 from aidsafe.config import Options
-from aidsafe.errors import AidsafeError
 from flows.baseline import baseline as baseline_flow
-from flows.common import retrying
+from flows.common import raise_if_failed, retrying
 from flows.generate import generate
 from flows.grade import grade
 from flows.refine import refine
 from flows.report import report
-
-
-class StagesFailed(AidsafeError):
-    """Some stages failed (their other partitions finished and were carried on)."""
 
 
 @flow(name="run")
@@ -42,9 +36,5 @@ def run(
     if baseline:
         states["baseline"] = baseline_flow(input, output, options, retry, return_state=True)
     states["report"] = report(output, thresholds, return_state=True)
-    failed = {name: state for name, state in states.items() if not state.is_completed()}
-    for name, state in failed.items():
-        get_run_logger().error("%s failed: %s", name, state.message)
-    if failed:
-        raise StagesFailed("; ".join(f"{name}: {state.message}" for name, state in failed.items()))
+    raise_if_failed(states)
     return str(states["report"].result())

@@ -40,11 +40,9 @@ def retry_transient(task: object, task_run: object, state: object) -> bool:
     return False
 
 
-@task(
+@task(  # retries and their delays come from the settings (flows/common.py: run_stage)
     name="partition",
     task_run_name="{job.stage}-{job.name}",
-    retries=2,
-    retry_delay_seconds=[15, 60],
     retry_condition_fn=retry_transient,
     cache_policy=NO_CACHE,
 )

@@ -29,16 +29,23 @@ class Turn(TypedDict):
     response_changed: bool
 
 
+NO_USAGE = Usage(calls=0, input_tokens=0, output_tokens=0)
+
+
+def total(*usages: Usage) -> Usage:
+    """The sum of some token usages."""
+    return Usage(
+        calls=sum(u["calls"] for u in usages),
+        input_tokens=sum(u["input_tokens"] for u in usages),
+        output_tokens=sum(u["output_tokens"] for u in usages),
+    )
+
+
 def merge_usage(left: dict[str, Usage], right: dict[str, Usage]) -> dict[str, Usage]:
     """Reducer: add token usage stage by stage."""
     merged = dict(left)
     for stage, usage in right.items():
-        old = merged.get(stage, Usage(calls=0, input_tokens=0, output_tokens=0))
-        merged[stage] = Usage(
-            calls=old["calls"] + usage["calls"],
-            input_tokens=old["input_tokens"] + usage["input_tokens"],
-            output_tokens=old["output_tokens"] + usage["output_tokens"],
-        )
+        merged[stage] = total(merged.get(stage, NO_USAGE), usage)
     return merged
 
 

@@ -200,3 +200,16 @@ def test_cli_shows_rows_done_per_stage_on_stderr(
     assert re.search(r"generate .* 6/6 rows", err), err
     assert main(argv) == 0  # a rerun skips both partitions: no rows to do, no bar
     assert "rows" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("command", "missing", "made_by"),
+    [("refine", "generated", "generate"), ("grade", "refined", "refine"), ("dpo", "kept", "report")],
+)
+def test_a_stage_before_its_input_exists_says_what_to_run_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, missing: str, made_by: str
+) -> None:
+    assert main([command, "--output", str(tmp_path)]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    expected = f"{tmp_path / missing}: not found; run `aidsafe {made_by}` before `aidsafe {command}`"
+    assert last == f"aidsafe: error: {expected}"

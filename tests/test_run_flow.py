@@ -14,8 +14,9 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from aidsafe.config import Options
 from aidsafe.export import export
+from flows.common import StagesFailed
 from flows.dpo import dpo
-from flows.run import StagesFailed, run
+from flows.run import run
 from tests.conftest import write_partition
 from tests.openai_server import FakeOpenAI, Reply, Request, default_script, grades
 

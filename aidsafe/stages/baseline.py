@@ -12,10 +12,10 @@ from aidsafe.errors import StageFailed
 from aidsafe.output import USAGE
 from aidsafe.partitions import Partition, RowRef, read_partition
 from aidsafe.runner import RowContext
-from aidsafe.stages.common import now, total
+from aidsafe.stages.common import now
 from aidsafe.stages.grade import SCORE_FIELDS, grade
 from graphs.schemas import Draft
-from graphs.state import Usage
+from graphs.state import Usage, total
 
 COLUMNS = pa.schema(
     [
@@ -40,7 +40,7 @@ class BaselineStage:
         return ["baseline", "grader"]
 
     def identity(self, settings: Settings) -> str:
-        return settings.identity(["baseline", "grader"])
+        return settings.identity(self.roles(settings))
 
     def read(self, path: Path, taken_ids: frozenset[str], max_chars: int) -> Partition:
         return read_partition(path, taken_ids, max_chars)

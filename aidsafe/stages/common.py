@@ -5,18 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from graphs.state import Usage
-
-ZERO = Usage(calls=0, input_tokens=0, output_tokens=0)
-
-
-def total(*usages: Usage) -> Usage:
-    return Usage(
-        calls=sum(u["calls"] for u in usages),
-        input_tokens=sum(u["input_tokens"] for u in usages),
-        output_tokens=sum(u["output_tokens"] for u in usages),
-    )
-
 
 def now() -> datetime:
     return datetime.now(UTC)

@@ -19,11 +19,11 @@ from aidsafe.errors import StageFailed
 from aidsafe.output import USAGE
 from aidsafe.partitions import Partition, RowRef, read_stage_output
 from aidsafe.runner import RowContext
-from aidsafe.stages.common import ZERO, as_list, now, total
+from aidsafe.stages.common import as_list, now
 from aidsafe.stages.grade import grade
 from graphs.nodes import format_intents
 from graphs.schemas import METRICS, Belief, Draft
-from graphs.state import Usage
+from graphs.state import NO_USAGE, Usage, total
 
 ATTEMPT = pa.struct(
     [
@@ -109,7 +109,7 @@ class DpoStage:
 
     async def process(self, row: RowRef, ctx: RowContext) -> tuple[dict[str, Any], Usage]:
         attempts: list[dict[str, Any]] = []
-        usage = ZERO
+        usage = NO_USAGE
         while len(attempts) < ctx.settings.dpo_attempts:
             record, used = await attempt(ctx, row, attempts)
             attempts.append(record)

@@ -12,10 +12,10 @@ from aidsafe.config import Settings
 from aidsafe.output import USAGE
 from aidsafe.partitions import Partition, RowRef, read_partition
 from aidsafe.runner import RowContext
-from aidsafe.stages.common import ZERO, now, total
+from aidsafe.stages.common import now
 from graphs.context import Context
 from graphs.graph import graph
-from graphs.state import Usage
+from graphs.state import NO_USAGE, Usage, total
 
 TURN = pa.struct(
     [
@@ -61,7 +61,7 @@ def generated_row(state: Mapping[str, Any], models: Mapping[str, Any], policy_se
         "rounds": state["rounds"],
         "models": models,
         "policy_set": policy_set,
-        "usage": {stage: usage.get(stage, ZERO) for stage in ("intent", "draft", "deliberation")},
+        "usage": {stage: usage.get(stage, NO_USAGE) for stage in ("intent", "draft", "deliberation")},
         "created_at": now(),
     }
 
