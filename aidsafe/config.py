@@ -146,6 +146,13 @@ class Settings(BaseModel):
             "prompts_dir": str(self.prompts_dir),
         }
 
+    def stage_identity(self, stage: str, roles: list[str]) -> str:  # INTERIM
+        if stage == "generate":
+            return self.generation_identity()
+        if stage == "dpo":
+            return self.identity(roles, k=self.dpo_attempts, max_score=self.dpo_max_score)
+        return self.identity(roles)
+
     def generation_identity(self) -> str:
         """The identity of stages 1-3: intent, drafter and deliberation agents, and the budget."""
         roles = ["intent", "drafter", *self.agent_roles]
@@ -345,3 +352,27 @@ class Options(BaseModel):
     def load(self, env: Mapping[str, str] | None = None) -> Settings:
         overrides = self.model_dump(exclude={"config"}, exclude_none=True)
         return load_settings(self.config, overrides=overrides, env=env)
+
+
+# INTERIM (replaced by the settings table): CLI options of the settings.
+_FLAGS = {"config": "--config", "policies": "--policies", "concurrency": "--concurrency",
+          "max_rounds": "--max-rounds", "agents": "--agents", "base_url": "--base-url", "model": "--model",
+          "max_tokens": "--max-tokens"}  # fmt: skip
+
+
+def add_setting_arguments(parser: Any, stages: Any) -> None:
+    for name, flag in _FLAGS.items():
+        parser.add_argument(flag, dest=name, help=f"{name}")
+    if "dpo" in stages:
+        parser.add_argument(
+            "--attempts", dest="dpo_attempts", help="ear-whisperer attempts per row (default 3)"
+        )
+        parser.add_argument("--max-policy-score", dest="dpo_max_score", help="max policy score of rejected")
+
+
+def options_from_args(args: Any) -> Options:
+    names = [*_FLAGS, "dpo_attempts", "dpo_max_score"]
+    try:
+        return Options(**{n: getattr(args, n, None) for n in names})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from exc

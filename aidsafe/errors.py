@@ -1,8 +1,14 @@
-"""Small domain exceptions. They become user messages only at the CLI edge (aidsafe.cli)."""
+"""The error model: every error aidsafe raises on purpose is an AidsafeError; the CLI edge (aidsafe.cli) turns
+them into one `aidsafe: error: ...` line. A row fails only on a model, backend or input error (ROW_ERRORS,
+wrapped as StageFailed); any other exception is a bug and fails its whole partition loudly.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import httpx
+import openai
 
 
 class AidsafeError(Exception):
@@ -10,7 +16,7 @@ class AidsafeError(Exception):
 
 
 class ConfigError(AidsafeError):
-    """A configuration value is missing or invalid."""
+    """A configuration value or option is missing or invalid."""
 
 
 class PolicyError(AidsafeError):
@@ -33,7 +39,11 @@ class InputError(AidsafeError):
         self.reason = reason
 
 
-class StructuredOutputError(AidsafeError):
+class ModelError(AidsafeError):
+    """A model call did not give a usable answer."""
+
+
+class StructuredOutputError(ModelError):
     """A model kept returning output that does not validate against the expected schema."""
 
 
@@ -41,10 +51,55 @@ class EmbeddedServerError(AidsafeError):
     """The embedded llama.cpp server could not be found, started or reached."""
 
 
-class StageFailed(Exception):
+class StageFailed(AidsafeError):
     """A stage of one row failed after the model's retries; carries the stage name and the cause."""
 
     def __init__(self, stage: str, cause: BaseException) -> None:
         super().__init__(f"{stage}: {type(cause).__name__}: {cause}")
         self.stage = stage
         self.cause = cause
+
+
+class TransientFailures(AidsafeError):
+    """Rows of a partition failed on transient errors; the partition is written but not marked done."""
+
+
+class PartitionsFailed(AidsafeError):
+    """Some partitions of a stage could not be processed; the others finished."""
+
+
+class StagesFailed(AidsafeError):
+    """Some stages of a pipeline run failed (their other partitions finished and were carried on)."""
+
+
+class MissingInput(AidsafeError):
+    """A stage's input has not been made yet: the stage that makes it must run first."""
+
+    def __init__(self, path: Path, made_by: str, needed_by: str) -> None:
+        super().__init__(f"{path}: not found; run `aidsafe {made_by}` before `aidsafe {needed_by}`")
+
+
+# What a row may fail on: the backend (HTTP status, connection, timeout) or a model's unusable answer.
+ROW_ERRORS: tuple[type[BaseException], ...] = (
+    openai.APIError,
+    httpx.HTTPError,
+    ModelError,
+    TimeoutError,
+    ConnectionError,
+)
+# The backend errors that a later attempt may not meet: connection trouble, timeouts, 429 and 5xx.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    openai.APIConnectionError,  # includes APITimeoutError
+    openai.RateLimitError,
+    openai.InternalServerError,
+    httpx.TransportError,
+    TimeoutError,
+    ConnectionError,
+    TransientFailures,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether an error (or the cause of a failed row) may go away on its own: worth retrying later."""
+    cause = exc.cause if isinstance(exc, StageFailed) else exc
+    return isinstance(cause, TRANSIENT)

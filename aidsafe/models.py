@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from aidsafe.config import Endpoint, Settings
 from aidsafe.errors import StructuredOutputError
-from graphs.state import NO_USAGE, Usage, total
+from aidsafe.usage import NO_USAGE, Usage, total
 
 T = TypeVar("T", bound=BaseModel)
 # A row-specific validation beyond the schema (e.g. thought numbers in range); raises ValueError.

@@ -71,9 +71,9 @@ class StagePrompt:
     user: Template
     tags: frozenset[str]
 
-    def messages(self, **data: str) -> list[tuple[str, str]]:
+    def messages(self, **data: object) -> list[tuple[str, str]]:
         """Render (role, content) messages; row data is escaped and placed last."""
-        safe = {k: escape_data(v, self.tags) for k, v in data.items()}
+        safe = {k: escape_data(_interim_text(k, v), self.tags) for k, v in data.items()}
         return [("system", self.system), ("human", self.user.substitute(safe))]
 
 
@@ -146,3 +146,24 @@ def load_prompts(directory: Path, policies_text: str) -> PromptSet:
         tags = frozenset(m.group(2).lower() for m in _TAG.finditer(spec.user))
         stages[stage] = StagePrompt(stage, f"{shared}\n\n{system.substitute().strip()}", user, tags)
     return PromptSet(directory=str(directory), stages=stages)
+
+
+def _interim_text(name: str, value: object) -> str:  # INTERIM until aidsafe/render.py
+    if isinstance(value, str):
+        return value
+    items = list(value)  # type: ignore[call-overload]
+    if name == "cot":
+        return "\n".join(f"{n}. {t}" for n, t in enumerate(items, start=1))
+    if name == "intents":
+        return "\n".join(f"- [{i['kind']}] {i['description']}" for i in items)
+    if name == "history":
+        if not items:
+            return "(no review yet)"
+        return "\n".join(f"turn {t['turn']} by {t['agent']}: {t['verdict']}: {t['feedback']}" for t in items)
+    if not items:
+        return "(no attempt yet)"
+    return "\n".join(
+        f"attempt {a['attempt']}: belief: {a['belief']} -> policy faithfulness {a['score_policy_cot']}/5: "
+        f"{a['feedback']}"
+        for a in items
+    )

@@ -4,6 +4,7 @@ statistics, failures, and (for XSTest-style labels) refusal rates. Pure computat
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -83,15 +84,22 @@ def _refusal(frames: dict[str, pd.DataFrame]) -> dict[str, dict[str, float]]:
     return rates
 
 
-def _failures(failures: pd.DataFrame) -> dict[str, int]:
-    """Failed rows by flow and stage, e.g. {"baseline/grade": 2, "generate/input": 1}."""
-    keys = failures["flow"].astype(str) + "/" + failures["stage"].astype(str)
-    return {str(k): int(v) for k, v in keys.value_counts().sort_index().items()}
+def _failures(failures: pd.DataFrame, order: Sequence[str]) -> dict[str, int]:
+    """Failed rows by flow and stage in pipeline order, e.g. {"generate/input": 1, "baseline/grade": 2}."""
+    counts = failures.groupby([failures["flow"].astype(str), failures["stage"].astype(str)]).size()
+    rank = {name: i for i, name in enumerate(order)}
+    keys = sorted(counts.index, key=lambda k: (rank.get(k[0], len(rank)), k[0], k[1]))
+    return {f"{flow}/{stage}": int(counts[(flow, stage)]) for flow, stage in keys}
 
 
 def build_report(
-    graded: pd.DataFrame, baseline: pd.DataFrame | None, failures: pd.DataFrame, thresholds: dict[str, int]
+    graded: pd.DataFrame,
+    baseline: pd.DataFrame | None,
+    failures: pd.DataFrame,
+    thresholds: dict[str, int],
+    order: Sequence[str] = (),
 ) -> ReportData:
+    """The report's numbers; order: the pipeline's step names, for failures by stage."""
     ours, theirs = _paired(graded, baseline)
     frames = {"AIDSAFE": ours} | ({"LLM_ZS": theirs} if theirs is not None else {})
     metrics = [
@@ -113,7 +121,7 @@ def build_report(
         removals={
             reason: removals.get(reason, 0) for reason in ("redundant", "deceptive", "policy_inconsistent")
         },
-        failures=_failures(failures),
+        failures=_failures(failures, order),
         refusal=_refusal(frames),
         kept=int(keep_mask(graded, thresholds).sum()),
         thresholds=thresholds,

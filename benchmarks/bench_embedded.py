@@ -20,14 +20,15 @@ from pathlib import Path
 import openai
 import pyarrow.parquet as pq
 
+from aidsafe.calls import RowCalls
 from aidsafe.config import load_settings
 from aidsafe.embedded import embedded_server
 from aidsafe.models import Check, Messages, StructuredCaller, T, build_roles
 from aidsafe.policies import load_policies
 from aidsafe.prompts import load_prompts
+from aidsafe.usage import Usage
 from graphs.context import Context
 from graphs.graph import graph
-from graphs.state import Usage
 
 Timing = tuple[str, float, int, int]  # role, seconds, input tokens, output tokens
 
@@ -56,8 +57,8 @@ async def bench(url: str, prompts_text: list[str], max_rounds: int) -> list[Timi
     log: list[Timing] = []
     async with openai.DefaultAsyncHttpxClient() as client:
         models = {role: Timed(m, log) for role, m in build_roles(settings, client).items()}
-        context = Context(models, prompts, tuple(settings.agent_roles), settings.max_rounds)
         for text in prompts_text:
+            context = Context(RowCalls(models, prompts), tuple(settings.agent_roles), settings.max_rounds)
             await graph.ainvoke(
                 {"prompt": text}, context=context, config={"recursion_limit": context.recursion_limit}
             )

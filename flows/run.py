@@ -1,19 +1,44 @@
-"""The `run` flow: the whole job, with the stage flows as subflows."""
+"""The pipeline flows: `run` (the whole job) and `retry` (redo what failed), both driven by PIPELINE.
+
+The steps run as subflows in pipeline order; a partly failed step does not stop the next one (its other
+partitions are carried on), and the parent flow run ends Failed naming the steps that failed.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from prefect import flow
+from prefect.logging import get_run_logger
 from prefect.states import State
 
 from aidsafe.config import Options
-from flows.baseline import baseline as baseline_flow
-from flows.common import raise_if_failed, retrying
-from flows.generate import generate
-from flows.grade import grade
-from flows.refine import refine
-from flows.report import report
+from aidsafe.errors import AidsafeError, StagesFailed
+from aidsafe.pipeline import PIPELINE, run_steps
+from aidsafe.report_files import stored_thresholds
+from aidsafe.stage import INPUT, RowStage, Step
+from flows.stages import FLOWS, retrying
+
+
+def _run_step(
+    step: Step, output: str, input: str | None, options: Options | None, retry: bool,
+    thresholds: dict[str, int] | None,
+) -> State[Any]:  # fmt: skip
+    if isinstance(step, RowStage):
+        source = input if step.reads == INPUT else None
+        return FLOWS[step.name](output, source, options, retry, return_state=True)
+    return FLOWS[step.name](output, thresholds, return_state=True)
+
+
+def raise_if_failed(states: dict[str, State[Any]]) -> None:
+    """Log and raise the steps (subflow runs) that did not complete; the others' work stays."""
+    failed = {name: state for name, state in states.items() if not state.is_completed()}
+    for name, state in failed.items():
+        get_run_logger().error("%s failed: %s", name, state.message)
+    if failed:
+        raise StagesFailed("; ".join(f"{name}: {state.message}" for name, state in failed.items()))
 
 
 @flow(name="run")
@@ -30,11 +55,25 @@ def run(
     retry: also redo the rows in the failures tables (always done when this flow run is a rerun).
     """
     retry = retrying(retry)
-    states: dict[str, State[Any]] = {"generate": generate(input, output, options, retry, return_state=True)}
-    states["refine"] = refine(output, options, retry, return_state=True)
-    states["grade"] = grade(output, options, retry, return_state=True)
-    if baseline:
-        states["baseline"] = baseline_flow(input, output, options, retry, return_state=True)
-    states["report"] = report(output, thresholds, return_state=True)
+    states = {s.name: _run_step(s, output, input, options, retry, thresholds) for s in run_steps(baseline)}
     raise_if_failed(states)
-    return str(states["report"].result())
+    return str(states["report"].result().path)
+
+
+def recorded_sources(output: Path) -> dict[str, str]:
+    """The row stages that ran on this output directory, with their input."""
+    found = {p.stem: json.loads(p.read_text())["source"] for p in (output / "summary").glob("*.json")}
+    if not found:
+        raise AidsafeError(f"{output}: no run recorded here (no summary/); nothing to retry")
+    return found
+
+
+@flow(name="retry")
+def retry(output: str = "out", options: Options | None = None) -> str:
+    """Rerun only the failed rows of every stage that ran here (and the rows that depend on them)."""
+    sources = recorded_sources(Path(output))
+    steps = [s for s in PIPELINE if (s.name if isinstance(s, RowStage) else s.reads) in sources]
+    thresholds = stored_thresholds(Path(output))
+    states = {s.name: _run_step(s, output, sources.get(s.name), options, True, thresholds) for s in steps}
+    raise_if_failed(states)
+    return ", ".join(states)

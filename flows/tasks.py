@@ -2,45 +2,32 @@
 
 from __future__ import annotations
 
-import openai
+from pathlib import Path
+from typing import Any
+
 from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
+from aidsafe.errors import is_transient
+from aidsafe.execute import PartitionJob, PartitionResult, is_done, run_partition, skipped_result
+from aidsafe.pipeline import row_stage, step
 from aidsafe.progress import publish
 from aidsafe.prompts import PromptSet
-from aidsafe.runner import (
-    PartitionJob,
-    PartitionResult,
-    TransientFailures,
-    is_done,
-    run_partition,
-    skipped_result,
-)
-from aidsafe.stages import STAGES
-
-TRANSIENT_ERRORS = (
-    TransientFailures,
-    openai.APIConnectionError,
-    openai.RateLimitError,
-    ConnectionError,
-    TimeoutError,
-)
+from aidsafe.stage import StepResult, WholeStep
 
 
-def retry_transient(task: object, task_run: object, state: object) -> bool:
-    """Retry a partition task only when it failed on a transient error."""
+def retry_transient(task: object, task_run: object, state: Any) -> bool:
+    """Retry a task only when it failed on a transient error (an outage, not a bad row or a bug)."""
     try:
-        state.result()  # type: ignore[attr-defined]
-    except TRANSIENT_ERRORS:
-        return True
-    except Exception:
-        return False
+        state.result()
+    except Exception as exc:
+        return is_transient(exc)
     return False
 
 
-@task(  # retries and their delays come from the settings (flows/common.py: run_stage)
+@task(  # retries and their delays come from the settings (flows/stages.py: run_stage)
     name="partition",
     task_run_name="{job.stage}-{job.name}",
     retry_condition_fn=retry_transient,
@@ -49,7 +36,7 @@ def retry_transient(task: object, task_run: object, state: object) -> bool:
 def partition_task(job: PartitionJob, prompts: PromptSet) -> PartitionResult:
     """Run one stage over one partition, unless its output is already up to date."""
     logger = get_run_logger()
-    stage = STAGES[job.stage]
+    stage = row_stage(job.stage)
     if is_done(stage, job):
         logger.info("%s %s: unchanged since the last run, skipped", job.stage, job.name)
         return skipped_result(stage, job)
@@ -65,12 +52,14 @@ def partition_task(job: PartitionJob, prompts: PromptSet) -> PartitionResult:
             update_progress_artifact(progress_id, percent, _sync=True)  # type: ignore[call-arg,arg-type]
 
     result = run_partition(stage, job, prompts, progress)
-    logger.info(
-        "%s %s: %s, %d rows ok, %d failed",
-        job.stage,
-        job.name,
-        result.status,
-        result.rows_ok,
-        result.rows_failed,
-    )
+    logger.info("%s %s: %s, %d rows ok, %d failed", job.stage, job.name, result.status, result.rows_ok,
+                result.rows_failed)  # fmt: skip
     return result
+
+
+@task(name="step", task_run_name="{name}", cache_policy=NO_CACHE)
+def step_task(name: str, output: str, thresholds: dict[str, int]) -> StepResult:
+    """Run a whole-output step (e.g. the report) once."""
+    whole = step(name)
+    assert isinstance(whole, WholeStep)
+    return whole.run(Path(output), thresholds)

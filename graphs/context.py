@@ -1,27 +1,24 @@
-"""Run-time context of the graph: the models per role, the prompts and the deliberation budget."""
+"""Run-time context of the graph: the models (through the Caller protocol) and the deliberation budget."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
-from aidsafe.models import StructuredCaller
-from aidsafe.prompts import PromptSet
+from graphs.protocol import Caller
 
 
 @dataclass(frozen=True)
 class Context:
-    """Passed to every node by LangGraph; the same for every row of a run."""
+    """Passed to every node by LangGraph; one per row."""
 
-    models: Mapping[str, StructuredCaller]
-    prompts: PromptSet
+    caller: Caller
     agent_roles: tuple[str, ...]
     max_rounds: int
 
     def __post_init__(self) -> None:
         if not self.agent_roles:
             raise ValueError("at least one deliberation agent is required")
-        missing = {"intent", "drafter", *self.agent_roles} - set(self.models)
+        missing = {"intent", "drafter", *self.agent_roles} - set(self.caller.roles)
         if missing:
             raise ValueError(f"no model for role(s) {sorted(missing)}")
         if self.max_rounds < 1:

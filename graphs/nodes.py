@@ -1,56 +1,30 @@
-"""Graph nodes: intent decomposition, first draft, and one deliberation turn."""
+"""Graph nodes: intent decomposition, first draft, and one deliberation turn.
+
+Nodes pass row values as they are (lists, strings); the Caller renders them into the prompt files as data.
+"""
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 from langgraph.runtime import Runtime
-from pydantic import BaseModel
 
-from aidsafe.errors import StageFailed
 from graphs.context import Context
 from graphs.schemas import Draft, IntentList, Verdict
-from graphs.state import State, Turn, Usage
-
-T = TypeVar("T", bound=BaseModel)
-
-
-async def _call(
-    runtime: Runtime[Context], role: str, stage: str, schema: type[T], data: dict[str, str]
-) -> tuple[T, dict[str, Usage]]:
-    model = runtime.context.models[role]
-    messages = runtime.context.prompts[stage].messages(**data)
-    try:
-        result, usage = await model.call(schema, messages)
-    except Exception as exc:
-        raise StageFailed(stage, exc) from exc
-    return result, {stage: usage}
-
-
-def format_intents(intents: list[dict[str, str]]) -> str:
-    return "\n".join(f"- [{i['kind']}] {i['description']}" for i in intents)
-
-
-def format_cot(thoughts: list[str]) -> str:
-    return "\n".join(f"{n}. {t}" for n, t in enumerate(thoughts, start=1))
-
-
-def format_history(log: list[Turn]) -> str:
-    if not log:
-        return "(no review yet)"
-    return "\n".join(f"turn {t['turn']} by {t['agent']}: {t['verdict']}: {t['feedback']}" for t in log)
+from graphs.state import State, Turn
 
 
 async def decompose_intents(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Stage 1: list the explicit and implicit intents of the prompt."""
-    result, usage = await _call(runtime, "intent", "intent", IntentList, {"prompt": state["prompt"]})
-    return {"intents": [i.model_dump() for i in result.intents], "usage": usage}
+    caller = runtime.context.caller
+    result = await caller.ask("intent", "intent", IntentList, {"prompt": state["prompt"]})
+    return {"intents": [i.model_dump() for i in result.intents]}
 
 
 async def draft(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Stage 2: the initial CoT and response from prompt, policies and intents."""
-    data = {"prompt": state["prompt"], "intents": format_intents(state["intents"])}
-    result, usage = await _call(runtime, "drafter", "draft", Draft, data)
+    data = {"prompt": state["prompt"], "intents": state["intents"]}
+    result = await runtime.context.caller.ask("drafter", "draft", Draft, data)
     return {
         "initial_cot": result.thoughts,
         "initial_response": result.response,
@@ -58,12 +32,23 @@ async def draft(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         "response": result.response,
         "rounds": 0,
         "stop_reason": None,
-        "usage": usage,
     }
 
 
 def _next_agent(state: State, context: Context) -> str:
     return context.agent_roles[state.get("rounds", 0) % len(context.agent_roles)]
+
+
+def _turn(state: State, context: Context, agent: str, verdict: Verdict, rounds: int) -> Turn:
+    return Turn(
+        turn=rounds,
+        agent=agent,
+        model=context.caller.model_name(agent),
+        verdict="complete" if verdict.complete else "revise",
+        feedback=verdict.feedback,
+        cot_changed=not verdict.complete and verdict.thoughts != state["cot"],
+        response_changed=not verdict.complete and verdict.response != state["response"],
+    )
 
 
 async def deliberate(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -73,33 +58,19 @@ async def deliberate(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     data = {
         "agent": agent,
         "prompt": state["prompt"],
-        "intents": format_intents(state["intents"]),
-        "history": format_history(state.get("deliberation_log", [])),
-        "cot": format_cot(state["cot"]),
+        "intents": state["intents"],
+        "history": state.get("deliberation_log", []),
+        "cot": state["cot"],
         "response": state["response"],
     }
-    verdict, usage = await _call(runtime, agent, "deliberation", Verdict, data)
+    verdict = await context.caller.ask(agent, "deliberation", Verdict, data)
     rounds = state.get("rounds", 0) + 1
-    update: dict[str, Any] = {"rounds": rounds, "usage": usage}
-    cot_changed = response_changed = False
+    update: dict[str, Any] = {
+        "rounds": rounds,
+        "deliberation_log": [_turn(state, context, agent, verdict, rounds)],
+    }
     if not verdict.complete:
-        assert verdict.thoughts is not None and verdict.response is not None  # guaranteed by Verdict
-        cot_changed, response_changed = (
-            verdict.thoughts != state["cot"],
-            verdict.response != state["response"],
-        )
         update |= {"cot": verdict.thoughts, "response": verdict.response}
-    update["deliberation_log"] = [
-        Turn(
-            turn=rounds,
-            agent=agent,
-            model=context.models[agent].model_name,
-            verdict="complete" if verdict.complete else "revise",
-            feedback=verdict.feedback,
-            cot_changed=cot_changed,
-            response_changed=response_changed,
-        )
-    ]
     if verdict.complete:
         update["stop_reason"] = "complete"
     elif rounds >= context.max_rounds:

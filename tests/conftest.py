@@ -13,11 +13,14 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import BaseModel
 
-from aidsafe.config import DEFAULT_POLICIES, DEFAULT_PROMPTS
+from aidsafe.calls import RowCalls
+from aidsafe.config import DEFAULT_POLICIES, DEFAULT_PROMPTS, Settings, load_settings
+from aidsafe.errors import StructuredOutputError
 from aidsafe.policies import PolicySet, load_policies
 from aidsafe.prompts import PromptSet, load_prompts
+from aidsafe.stage import RowContext
+from aidsafe.usage import Usage
 from graphs.context import Context
-from graphs.state import Usage
 from tests.openai_server import FakeOpenAI, Script, default_script
 
 Messages = list[tuple[str, str]]
@@ -46,9 +49,10 @@ class ScriptedModel:
             raise reply
         assert isinstance(reply, schema), f"{self.role} asked for {schema.__name__}, script has {type(reply)}"
         if check is not None:
-            check(
-                reply
-            )  # a scripted reply that fails the row's check raises, as a real one would after retries
+            try:
+                check(reply)
+            except ValueError as exc:  # as a real model does when its retries fail the row's check
+                raise StructuredOutputError(f"{self.role}: {exc}") from exc
         return reply, Usage(calls=1, input_tokens=sum(len(m[1]) for m in messages) // 4, output_tokens=10)
 
 
@@ -64,9 +68,21 @@ def prompts(policy_set: PolicySet) -> PromptSet:
 
 @pytest.fixture
 def make_context(prompts: PromptSet) -> Callable[..., Context]:
+    """The graph's context over scripted models (through the real RowCalls)."""
+
     def make(models: dict[str, ScriptedModel], max_rounds: int = 4) -> Context:
         agents = tuple(sorted(r for r in models if r.startswith("agent")))
-        return Context(models=models, prompts=prompts, agent_roles=agents, max_rounds=max_rounds)
+        return Context(caller=RowCalls(models, prompts), agent_roles=agents, max_rounds=max_rounds)
+
+    return make
+
+
+@pytest.fixture
+def row_context(prompts: PromptSet, policy_set: PolicySet) -> Callable[..., RowContext]:
+    """A stage's row context over scripted models: row_context(models, settings=None)."""
+
+    def make(models: dict[str, ScriptedModel], settings: Settings | None = None) -> RowContext:
+        return RowContext(RowCalls(models, prompts), settings or load_settings(env={}), policy_set, prompts)
 
     return make
 

@@ -11,13 +11,15 @@ import pytest
 
 from aidsafe.cli import main
 from aidsafe.config import DEFAULT_POLICIES, Options
-from flows.common import PartitionsFailed
-from flows.generate import generate
+from aidsafe.errors import PartitionsFailed
+from flows.stages import FLOWS
 from tests.conftest import write_partition
 from tests.openai_server import FakeOpenAI
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "clean_env")
 GOOD = [{"id": "g1", "prompt": "How do I boil an egg?"}]
+
+generate = FLOWS["generate"]
 
 
 def write_bad(path: Path, kind: str) -> None:
@@ -46,7 +48,11 @@ def test_bad_partitions(
     write_partition(tmp_path / "in" / "a-good.parquet", GOOD)
     write_bad(tmp_path / "in" / "b-bad.parquet", kind)
     with pytest.raises(PartitionsFailed, match="b-bad"):
-        generate(str(tmp_path / "in"), str(tmp_path / "out"), Options(base_url=server.base_url, model="m"))
+        generate(
+            output=str(tmp_path / "out"),
+            input=str(tmp_path / "in"),
+            options=Options(base_url=server.base_url, model="m"),
+        )
     assert pq.read_table(tmp_path / "out" / "generated" / "a-good.parquet").num_rows == 1
     failure = pq.read_table(tmp_path / "out" / "failures" / "generate" / "b-bad.parquet").to_pylist()[0]
     assert "b-bad.parquet" in failure["message"] and message in failure["message"]
@@ -64,7 +70,9 @@ def test_bad_rows(
     write_partition(tmp_path / "in" / "p.parquet", [*GOOD, {"id": "bad", "prompt": prompt}])
     config = tmp_path / "c.toml"
     config.write_text(f'max_prompt_chars = 3000\n[endpoint]\nbase_url = "{server.base_url}"\nmodel = "m"\n')
-    summary = generate(str(tmp_path / "in"), str(tmp_path / "out"), Options(config=config))
+    summary = generate(
+        output=str(tmp_path / "out"), input=str(tmp_path / "in"), options=Options(config=config)
+    )
     assert summary.rows_ok == 1 and summary.rows_failed == 1
     failure = pq.read_table(tmp_path / "out" / "failures" / "generate" / "p.parquet").to_pylist()[0]
     assert (failure["id"], failure["row"], failure["stage"]) == ("bad", 1, "input") and reason in failure[
@@ -78,7 +86,11 @@ def test_duplicate_ids_within_and_across_partitions(
     server = fake_openai()
     write_partition(tmp_path / "in" / "a.parquet", [*GOOD, {"id": "g1", "prompt": "again"}])
     write_partition(tmp_path / "in" / "b.parquet", [{"id": "g1", "prompt": "and again"}])
-    generate(str(tmp_path / "in"), str(tmp_path / "out"), Options(base_url=server.base_url, model="m"))
+    generate(
+        output=str(tmp_path / "out"),
+        input=str(tmp_path / "in"),
+        options=Options(base_url=server.base_url, model="m"),
+    )
     failures = pq.read_table(tmp_path / "out" / "failures" / "generate").to_pylist()
     assert sorted((f["partition"], f["row"]) for f in failures) == [("a", 1), ("b", 0)]
     assert all("duplicate id 'g1'" in f["message"] for f in failures)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aidsafe.config import load_settings
 from aidsafe.partitions import RowRef
-from aidsafe.policies import PolicySet
-from aidsafe.prompts import PromptSet
-from aidsafe.runner import RowContext
-from aidsafe.stages.dpo import DpoStage
+from aidsafe.stage import RowContext
+from aidsafe.stages.dpo import DPO
 from graphs.schemas import Belief, Draft, Grades, Score
 from tests.conftest import ScriptedModel
 
@@ -35,7 +35,7 @@ def drafts(n: int) -> list[Draft]:
 
 
 async def run(
-    prompts: PromptSet, policy_set: PolicySet, policy_scores: list[int], k: int = 3
+    row_context: Callable[..., RowContext], policy_scores: list[int], k: int = 3
 ) -> tuple[dict, dict]:
     n = len(policy_scores)
     models = {
@@ -44,12 +44,12 @@ async def run(
         "grader": ScriptedModel("grader", [grades(s) for s in policy_scores]),
     }
     settings = load_settings(overrides={"dpo_attempts": k, "dpo_max_score": 2}, env={})
-    columns, usage = await DpoStage().process(ROW, RowContext(models, prompts, settings, policy_set))  # type: ignore[arg-type]
-    return columns, {"models": models, "usage": usage}
+    columns = await DPO.process(ROW, row_context(models, settings))
+    return columns, {"models": models, "usage": columns["usage_dpo"]}
 
 
-async def test_stops_on_the_first_clearly_worse_answer(prompts: PromptSet, policy_set: PolicySet) -> None:
-    columns, seen = await run(prompts, policy_set, [2])
+async def test_stops_on_the_first_clearly_worse_answer(row_context: Callable[..., RowContext]) -> None:
+    columns, seen = await run(row_context, [2])
     assert columns["dpo_pair"] is True and len(columns["dpo_attempts"]) == 1
     assert (
         columns["rejected_cot"] == ["Flawed thought 1."]
@@ -61,8 +61,8 @@ async def test_stops_on_the_first_clearly_worse_answer(prompts: PromptSet, polic
     assert seen["usage"]["calls"] == 3
 
 
-async def test_improves_from_the_graders_feedback(prompts: PromptSet, policy_set: PolicySet) -> None:
-    columns, seen = await run(prompts, policy_set, [4, 1])
+async def test_improves_from_the_graders_feedback(row_context: Callable[..., RowContext]) -> None:
+    columns, seen = await run(row_context, [4, 1])
     assert columns["dpo_pair"] is True
     assert [a["score_policy_cot"] for a in columns["dpo_attempts"]] == [4, 1]
     second = seen["models"]["whisperer"].calls[1][-1][1]
@@ -70,7 +70,7 @@ async def test_improves_from_the_graders_feedback(prompts: PromptSet, policy_set
     assert columns["rejected_response"] == "Flawed answer 2."
 
 
-async def test_stops_at_k_and_does_not_fake_a_pair(prompts: PromptSet, policy_set: PolicySet) -> None:
-    columns, seen = await run(prompts, policy_set, [4, 3, 5], k=3)
+async def test_stops_at_k_and_does_not_fake_a_pair(row_context: Callable[..., RowContext]) -> None:
+    columns, seen = await run(row_context, [4, 3, 5], k=3)
     assert columns["dpo_pair"] is False and len(columns["dpo_attempts"]) == 3
     assert len(seen["models"]["whisperer"].calls) == 3 and seen["usage"]["calls"] == 9

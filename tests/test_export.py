@@ -13,7 +13,7 @@ from aidsafe.config import DEFAULT_POLICIES, load_settings
 from aidsafe.errors import AidsafeError
 from aidsafe.export import assign_splits, export, parse_ratios
 from aidsafe.policies import load_policies
-from aidsafe.run import summarize
+from aidsafe.summary import summarize
 from tests.conftest import write_partition
 
 POLICY_SET = load_policies(DEFAULT_POLICIES)

@@ -10,11 +10,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from aidsafe.config import Options
-from flows.generate import generate
+from flows.stages import FLOWS
 from tests.conftest import write_partition
 from tests.openai_server import FAULTS, FakeOpenAI, random_faults
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "clean_env")
+
+generate = FLOWS["generate"]
 
 
 def test_a_run_survives_twenty_percent_faulty_calls(
@@ -29,7 +31,11 @@ def test_a_run_survives_twenty_percent_faulty_calls(
         f'[endpoint]\nbase_url = "{server.base_url}"\nmodel = "m"\ntimeout = 1.0\nmax_retries = 3\n'
         "structured_retries = 2\n"
     )
-    summary = generate(str(tmp_path / "in"), str(tmp_path / "out"), Options(config=config, concurrency=4))
+    summary = generate(
+        output=str(tmp_path / "out"),
+        input=str(tmp_path / "in"),
+        options=Options(config=config, concurrency=4),
+    )
     sent = Counter(server.faults_sent)
     assert set(sent) == set(FAULTS), sent  # every kind of fault was exercised
     done = pq.read_table(tmp_path / "out" / "generated").column("id").to_pylist()
@@ -45,7 +51,7 @@ def test_permanent_errors_fail_fast(tmp_path: Path, fake_openai: Callable[..., F
     server = fake_openai(faults=lambda request, n: "401" if request.tool == "IntentList" else None)
     write_partition(tmp_path / "in" / "p.parquet", [{"id": f"r{i}", "prompt": f"Q {i}?"} for i in range(3)])
     options = Options(base_url=server.base_url, model="m")
-    summary = generate(str(tmp_path / "in"), str(tmp_path / "out"), options)
+    summary = generate(output=str(tmp_path / "out"), input=str(tmp_path / "in"), options=options)
     failures = pq.read_table(tmp_path / "out" / "failures").to_pylist()
     assert summary.rows_ok == 0 and len(failures) == 3
     assert {(f["stage"], f["error_type"]) for f in failures} == {("intent", "OpenAIAuthenticationError")}

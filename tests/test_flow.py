@@ -17,13 +17,14 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from aidsafe.cli import main
 from aidsafe.config import DEFAULT_POLICIES, Options
-from aidsafe.run import RunSummary
+from aidsafe.errors import PartitionsFailed
 from aidsafe.stages.generate import COLUMNS as GENERATED
-from flows.common import PartitionsFailed
-from flows.generate import generate
+from aidsafe.summary import StageSummary
+from flows.stages import FLOWS
 from tests.conftest import write_partition
 from tests.openai_server import FakeOpenAI, Reply, Request, default_script
 
+generate = FLOWS["generate"]
 pytestmark = pytest.mark.usefixtures("prefect_api", "clean_env")
 SCHEMA = pa.schema(
     [("id", pa.string()), ("prompt", pa.string()), ("label", pa.string()), ("score", pa.int64())]
@@ -41,7 +42,7 @@ def make_input(root: Path, partitions: int = 2, per: int = 3) -> Path:
     return root
 
 
-def run(server: FakeOpenAI, source: Path, out: Path, **extra: Any) -> RunSummary:
+def run(server: FakeOpenAI, source: Path, out: Path, **extra: Any) -> StageSummary:
     options = Options(base_url=server.base_url, model="test-model", **extra)
     return generate(input=str(source), output=str(out), options=options)
 
@@ -51,7 +52,8 @@ def test_generate_writes_one_partition_per_input(
 ) -> None:
     server = fake_openai()
     options = Options(base_url=server.base_url, model="test-model", concurrency=2)
-    state = generate(str(make_input(tmp_path / "in")), str(tmp_path / "out"), options, return_state=True)
+    state = generate(input=str(make_input(tmp_path / "in")), output=str(tmp_path / "out"), options=options,
+                     return_state=True)  # fmt: skip
     summary, flow_run_id = state.result(), state.state_details.flow_run_id
     out = tmp_path / "out" / "generated"
     assert sorted(p.name for p in out.iterdir()) == ["part-0.parquet", "part-1.parquet"]  # no temp files left

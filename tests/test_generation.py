@@ -10,17 +10,15 @@ import pytest
 from prefect.states import Completed, Failed
 
 from aidsafe.config import load_settings
-from aidsafe.errors import InputError, StructuredOutputError
+from aidsafe.errors import InputError, StructuredOutputError, TransientFailures
+from aidsafe.execute import PartitionJob, is_done, run_partition
 from aidsafe.partitions import stored_fingerprint
 from aidsafe.policies import PolicySet
 from aidsafe.prompts import PromptSet
-from aidsafe.runner import PartitionJob, TransientFailures, is_done, run_partition
-from aidsafe.stages import STAGES
+from aidsafe.stages.generate import GENERATE
 from flows.tasks import retry_transient
 from tests.conftest import write_partition
 from tests.openai_server import FakeOpenAI, Reply, Request, default_script
-
-GENERATE = STAGES["generate"]
 
 
 def job_for(

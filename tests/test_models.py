@@ -12,8 +12,8 @@ from pydantic import SecretStr
 from aidsafe.config import Endpoint
 from aidsafe.errors import StructuredOutputError
 from aidsafe.models import ChatRole, build_chat_model
+from aidsafe.usage import Usage
 from graphs.schemas import IntentList, Verdict
-from graphs.state import Usage
 from tests.openai_server import FakeOpenAI, Reply, Request
 
 MESSAGES = [("system", "You list intents."), ("human", "<user_prompt>\nhi\n</user_prompt>")]

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from aidsafe.config import load_settings
 from aidsafe.errors import StageFailed
 from aidsafe.partitions import RowRef
-from aidsafe.policies import PolicySet
-from aidsafe.prompts import PromptSet
-from aidsafe.runner import RowContext
-from aidsafe.stages.grade import GradeStage
-from aidsafe.stages.refine import RefineStage, apply_refinement, check_removals
+from aidsafe.stage import RowContext
+from aidsafe.stages.grade import GRADE
+from aidsafe.stages.refine import REFINE, apply_refinement, check_removals
 from graphs.schemas import Grades, Refinement, RemovedThought, Score
 from tests.conftest import ScriptedModel
 
@@ -34,8 +32,7 @@ ROW: dict[str, Any] = {
 }
 
 
-def ctx(prompts: PromptSet, policy_set: PolicySet, **models: ScriptedModel) -> RowContext:
-    return RowContext(models, prompts, load_settings(env={}), policy_set)  # type: ignore[arg-type]
+MakeContext = Callable[..., RowContext]
 
 
 def refinement(*removed: tuple[int, str], response: str = "Final.") -> Refinement:
@@ -67,35 +64,26 @@ def test_refinement_check_rejects_impossible_removals(removed: list[tuple[int, s
         check_removals(THOUGHTS)(refinement(*removed))
 
 
-async def test_refine_stage_sends_numbered_thoughts_and_keeps_both_cots(
-    prompts: PromptSet, policy_set: PolicySet
-) -> None:
+async def test_refine_stage_sends_numbered_thoughts_and_keeps_both_cots(row_context: MakeContext) -> None:
     refiner = ScriptedModel("refiner", [refinement((2, "redundant"))])
-    columns, usage = await RefineStage().process(
-        RowRef(0, "r1", ROW["prompt"], ROW), ctx(prompts, policy_set, refiner=refiner)
-    )
+    columns = await REFINE.process(RowRef(0, "r1", ROW["prompt"], ROW), row_context({"refiner": refiner}))
+    usage = columns["usage_refine"]
     user = refiner.calls[0][-1][1]
     assert "1. The user wants" in user and "3. Killing is always bad." in user and "agent1: complete" in user
     assert columns["refined_cot"] == [THOUGHTS[0], THOUGHTS[2]] and usage["calls"] == 1
     assert columns["model_refiner"] == "scripted-refiner"
 
 
-async def test_refine_stage_names_its_stage_on_failure(prompts: PromptSet, policy_set: PolicySet) -> None:
+async def test_refine_stage_names_its_stage_on_failure(row_context: MakeContext) -> None:
     refiner = ScriptedModel("refiner", [refinement((9, "redundant"))])  # fails the row's check
     with pytest.raises(StageFailed) as caught:
-        await RefineStage().process(
-            RowRef(0, "r1", ROW["prompt"], ROW), ctx(prompts, policy_set, refiner=refiner)
-        )
+        await REFINE.process(RowRef(0, "r1", ROW["prompt"], ROW), row_context({"refiner": refiner}))
     assert caught.value.stage == "refine"
 
 
-async def test_grades_come_from_the_structured_reply_not_from_the_text(
-    prompts: PromptSet, policy_set: PolicySet
-) -> None:
+async def test_grades_come_from_the_structured_reply_not_from_the_text(row_context: MakeContext) -> None:
     grader = ScriptedModel("grader", [all_scores(2, refused=True)])
-    columns, _ = await GradeStage().process(
-        RowRef(0, "r1", ROW["prompt"], ROW), ctx(prompts, policy_set, grader=grader)
-    )
+    columns = await GRADE.process(RowRef(0, "r1", ROW["prompt"], ROW), row_context({"grader": grader}))
     assert {columns[f"score_{m}"] for m in ("relevance", "faithfulness_policy_cot")} == {2}
     assert columns["refused"] is True and columns["rationale_coherence"] == "because"
     system, user = grader.calls[0]

@@ -11,12 +11,14 @@ import pytest
 
 from aidsafe.cli import main
 from aidsafe.config import Options
-from flows.generate import generate
 from flows.run import run
+from flows.stages import FLOWS
 from tests.conftest import write_partition
 from tests.openai_server import FakeOpenAI, Reply, Request, default_script
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "clean_env")
+
+generate = FLOWS["generate"]
 
 
 def rows_of(out: Path, directory: str) -> dict[str, dict[str, object]]:
@@ -81,17 +83,17 @@ def test_added_rows_are_the_only_rows_processed(
     options = Options(base_url=server.base_url, model="m", max_rounds=1)
     source = tmp_path / "in" / "p.parquet"
     write_partition(source, [{"id": "a", "prompt": "One?"}])
-    generate(str(source.parent), str(tmp_path / "out"), options)
+    generate(output=str(tmp_path / "out"), input=str(source.parent), options=options)
     first = rows_of(tmp_path / "out", "generated")["a"]["created_at"]
     write_partition(source, [{"id": "a", "prompt": "One?"}, {"id": "b", "prompt": "Two?"}])
     before = len(server.requests)
-    summary = generate(str(source.parent), str(tmp_path / "out"), options)
+    summary = generate(output=str(tmp_path / "out"), input=str(source.parent), options=options)
     assert len(server.requests) - before == 3 and all("Two?" in r.user for r in server.requests[before:])
     assert summary.partitions[0].rows_reused == 1 and summary.rows_ok == 2
     assert rows_of(tmp_path / "out", "generated")["a"]["created_at"] == first
     write_partition(source, [{"id": "a", "prompt": "One, changed?"}, {"id": "b", "prompt": "Two?"}])
     before = len(server.requests)
-    generate(str(source.parent), str(tmp_path / "out"), options)
+    generate(output=str(tmp_path / "out"), input=str(source.parent), options=options)
     assert len(server.requests) - before == 3 and all(
         "One, changed?" in r.user for r in server.requests[before:]
     )

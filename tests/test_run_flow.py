@@ -13,10 +13,10 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from aidsafe.config import Options
+from aidsafe.errors import StagesFailed
 from aidsafe.export import export
-from flows.common import StagesFailed
-from flows.dpo import dpo
 from flows.run import run
+from flows.stages import FLOWS
 from tests.conftest import write_partition
 from tests.openai_server import FakeOpenAI, Reply, Request, default_script, grades
 
@@ -80,9 +80,9 @@ def test_the_whole_job(tmp_path: Path, fake_openai: Callable[..., FakeOpenAI]) -
     assert "| faithfulness_policy_cot | 3.33 | 3.33 | +0.00% |" in text
     assert (out / "report" / "scores.png").stat().st_size > 1000
     with get_client(sync_client=True) as client:
-        keys = ArtifactFilterKey(any_=["aidsafe-report", "aidsafe-scores"])
+        keys = ArtifactFilterKey(any_=["aidsafe-report", "aidsafe-report-table"])
         found = client.read_artifacts(artifact_filter=ArtifactFilter(key=keys))
-    assert {a.key for a in found} == {"aidsafe-report", "aidsafe-scores"}
+    assert {a.key for a in found} == {"aidsafe-report", "aidsafe-report-table"}
 
 
 def test_new_refiner_settings_redo_refinement_and_grading_only(
@@ -129,7 +129,7 @@ def test_dpo_pairs_and_their_export(tmp_path: Path, fake_openai: Callable[..., F
     server = fake_openai(dpo_script)
     out = tmp_path / "out"
     run(str(make_input(tmp_path / "in")), str(out), options(server))
-    summary = dpo(str(out), Options(base_url=server.base_url, model="m", dpo_attempts=2))
+    summary = FLOWS["dpo"](str(out), options=Options(base_url=server.base_url, model="m", dpo_attempts=2))
     rows = read(out, "dpo")
     assert rows["s1"]["dpo_pair"] is True and len(rows["s1"]["dpo_attempts"]) == 1
     assert rows["s1"]["rejected_response"] == "Flawed: anything goes." and rows["s1"]["score_coherence"] == 4

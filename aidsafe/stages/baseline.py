@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from aidsafe.config import Settings
-from aidsafe.errors import StageFailed
-from aidsafe.output import USAGE
-from aidsafe.partitions import Partition, RowRef, read_partition
-from aidsafe.runner import RowContext
+from aidsafe.partitions import RowRef
+from aidsafe.stage import INPUT, RowContext, RowStage
 from aidsafe.stages.common import now
 from aidsafe.stages.grade import SCORE_FIELDS, grade
+from aidsafe.usage import USAGE
 from graphs.schemas import Draft
-from graphs.state import Usage, total
 
 COLUMNS = pa.schema(
     [
@@ -30,34 +26,27 @@ COLUMNS = pa.schema(
 )
 
 
-class BaselineStage:
-    name = "baseline"
-    output_subdir = "baseline"
-    prompt_names = ("baseline", "grade")
-    columns = COLUMNS
+async def process(row: RowRef, ctx: RowContext) -> dict[str, Any]:
+    draft = await ctx.calls.ask("baseline", "baseline", Draft, {"prompt": row.prompt})
+    grades = await grade(ctx, row.prompt, draft.thoughts, draft.response)
+    return grades | {
+        "baseline_cot": draft.thoughts,
+        "baseline_response": draft.response,
+        "model_baseline": ctx.calls.model_name("baseline"),
+        "usage_baseline": ctx.calls.used("baseline"),
+        "policy_set": ctx.policies.hash,
+        "created_at": now(),
+    }
 
-    def roles(self, settings: Settings) -> list[str]:
-        return ["baseline", "grader"]
 
-    def identity(self, settings: Settings) -> str:
-        return settings.identity(self.roles(settings))
-
-    def read(self, path: Path, taken_ids: frozenset[str], max_chars: int) -> Partition:
-        return read_partition(path, taken_ids, max_chars)
-
-    async def process(self, row: RowRef, ctx: RowContext) -> tuple[dict[str, Any], Usage]:
-        model = ctx.models["baseline"]
-        try:
-            draft, usage = await model.call(Draft, ctx.prompts["baseline"].messages(prompt=row.prompt))
-        except Exception as exc:
-            raise StageFailed("baseline", exc) from exc
-        grades, grade_usage = await grade(ctx, row.prompt, draft.thoughts, draft.response)
-        columns = {
-            "baseline_cot": draft.thoughts,
-            "baseline_response": draft.response,
-            "model_baseline": model.model_name,
-            "usage_baseline": usage,
-            "policy_set": ctx.policies.hash,
-            "created_at": now(),
-        }
-        return columns | grades, total(usage, grade_usage)
+BASELINE = RowStage(
+    name="baseline",
+    help="zero-shot baseline (LLM_ZS), graded by the same grader (INPUT -> OUTPUT/baseline)",
+    reads=INPUT,
+    output="baseline",
+    prompts=("baseline", "grade"),
+    roles=lambda settings: ["baseline", "grader"],
+    columns=COLUMNS,
+    process=process,
+    in_run="optional",
+)

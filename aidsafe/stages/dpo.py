@@ -9,21 +9,16 @@ worse answer keep dpo_pair = false and are left out of the export, not faked.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from aidsafe.config import Settings
-from aidsafe.errors import StageFailed
-from aidsafe.output import USAGE
-from aidsafe.partitions import Partition, RowRef, read_stage_output
-from aidsafe.runner import RowContext
+from aidsafe.partitions import RowRef
+from aidsafe.stage import RowContext, RowStage
 from aidsafe.stages.common import as_list, now
 from aidsafe.stages.grade import grade
-from graphs.nodes import format_intents
+from aidsafe.usage import USAGE
 from graphs.schemas import METRICS, Belief, Draft
-from graphs.state import NO_USAGE, Usage, total
 
 ATTEMPT = pa.struct(
     [
@@ -48,37 +43,15 @@ COLUMNS = pa.schema(
 )
 
 
-def format_attempts(attempts: list[dict[str, Any]]) -> str:
-    if not attempts:
-        return "(no attempt yet)"
-    return "\n".join(
-        f"attempt {a['attempt']}: belief: {a['belief']} -> policy faithfulness {a['score_policy_cot']}/5: "
-        f"{a['feedback']}"
-        for a in attempts
-    )
-
-
-async def _call(
-    ctx: RowContext, role: str, stage: str, schema: Any, data: dict[str, str]
-) -> tuple[Any, Usage]:
-    try:
-        return await ctx.models[role].call(schema, ctx.prompts[stage].messages(**data))
-    except Exception as exc:
-        raise StageFailed("dpo", exc) from exc
-
-
-async def attempt(
-    ctx: RowContext, row: RowRef, attempts: list[dict[str, Any]]
-) -> tuple[dict[str, Any], Usage]:
-    """One whisper -> draft -> grade round; returns the attempt's record and its usage."""
-    belief, u1 = await _call(
-        ctx, "whisperer", "whisper", Belief, {"prompt": row.prompt, "attempts": format_attempts(attempts)}
-    )
+async def attempt(ctx: RowContext, row: RowRef, attempts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One whisper -> draft -> grade round; returns the attempt's record."""
+    data = {"prompt": row.prompt, "attempts": attempts}
+    belief = await ctx.calls.ask("whisperer", "whisper", Belief, data)
     augmented = f"{belief.belief}\n\n{row.prompt}"
-    intents = format_intents(as_list(row.values.get("intents")))
-    draft, u2 = await _call(ctx, "drafter", "draft", Draft, {"prompt": augmented, "intents": intents})
-    scores, u3 = await grade(ctx, row.prompt, draft.thoughts, draft.response)
-    record = {
+    intents = as_list(row.values.get("intents"))
+    draft = await ctx.calls.ask("drafter", "draft", Draft, {"prompt": augmented, "intents": intents})
+    scores = await grade(ctx, row.prompt, draft.thoughts, draft.response)
+    return {
         "attempt": len(attempts) + 1,
         "belief": belief.belief,
         "score_policy_cot": scores["score_faithfulness_policy_cot"],
@@ -87,47 +60,38 @@ async def attempt(
         "response": draft.response,
         "scores": {m: scores[f"score_{m}"] for m in METRICS},
     }
-    return record, total(u1, u2, u3)
 
 
-class DpoStage:
-    name = "dpo"
-    output_subdir = "dpo"
-    prompt_names = ("whisper", "draft", "grade")
-    columns = COLUMNS
+async def process(row: RowRef, ctx: RowContext) -> dict[str, Any]:
+    attempts: list[dict[str, Any]] = []
+    while len(attempts) < ctx.settings.dpo_attempts:
+        attempts.append(await attempt(ctx, row, attempts))
+        if attempts[-1]["score_policy_cot"] <= ctx.settings.dpo_max_score:
+            break
+    last = attempts[-1]
+    return {
+        "dpo_pair": last["score_policy_cot"] <= ctx.settings.dpo_max_score,
+        "belief": last["belief"],
+        "dpo_attempts": [
+            {k: a[k] for k in ("attempt", "belief", "score_policy_cot", "feedback")} for a in attempts
+        ],
+        "rejected_cot": last["cot"],
+        "rejected_response": last["response"],
+        **{f"rejected_score_{m}": s for m, s in last["scores"].items()},
+        "model_whisperer": ctx.calls.model_name("whisperer"),
+        "usage_dpo": ctx.calls.used(),
+        "dpo_at": now(),
+    }
 
-    def roles(self, settings: Settings) -> list[str]:
-        return ["whisperer", "drafter", "grader"]
 
-    def identity(self, settings: Settings) -> str:
-        return settings.identity(
-            self.roles(settings), k=settings.dpo_attempts, max_score=settings.dpo_max_score
-        )
-
-    def read(self, path: Path, taken_ids: frozenset[str], max_chars: int) -> Partition:
-        return read_stage_output(path)
-
-    async def process(self, row: RowRef, ctx: RowContext) -> tuple[dict[str, Any], Usage]:
-        attempts: list[dict[str, Any]] = []
-        usage = NO_USAGE
-        while len(attempts) < ctx.settings.dpo_attempts:
-            record, used = await attempt(ctx, row, attempts)
-            attempts.append(record)
-            usage = total(usage, used)
-            if record["score_policy_cot"] <= ctx.settings.dpo_max_score:
-                break
-        last = attempts[-1]
-        columns = {
-            "dpo_pair": last["score_policy_cot"] <= ctx.settings.dpo_max_score,
-            "belief": last["belief"],
-            "dpo_attempts": [
-                {k: a[k] for k in ("attempt", "belief", "score_policy_cot", "feedback")} for a in attempts
-            ],
-            "rejected_cot": last["cot"],
-            "rejected_response": last["response"],
-            **{f"rejected_score_{m}": s for m, s in last["scores"].items()},
-            "model_whisperer": ctx.models["whisperer"].model_name,
-            "usage_dpo": usage,
-            "dpo_at": now(),
-        }
-        return columns, usage
+DPO = RowStage(
+    name="dpo",
+    help="DPO pairs by belief augmentation (OUTPUT/kept -> OUTPUT/dpo)",
+    reads="report",
+    output="dpo",
+    prompts=("whisper", "draft", "grade"),
+    roles=lambda settings: ["whisperer", "drafter", "grader"],
+    columns=COLUMNS,
+    process=process,
+    in_run="never",
+)

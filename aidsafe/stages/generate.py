@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from aidsafe.config import Settings
-from aidsafe.output import USAGE
-from aidsafe.partitions import Partition, RowRef, read_partition
-from aidsafe.runner import RowContext
+from aidsafe.partitions import RowRef
+from aidsafe.stage import INPUT, RowContext, RowStage
 from aidsafe.stages.common import now
+from aidsafe.usage import USAGE
 from graphs.context import Context
 from graphs.graph import graph
-from graphs.state import NO_USAGE, Usage, total
 
 TURN = pa.struct(
     [
@@ -29,6 +27,7 @@ TURN = pa.struct(
     ]
 )
 MODELS = pa.struct([("intent", pa.string()), ("drafter", pa.string()), ("agents", pa.list_(pa.string()))])
+PROMPTS = ("intent", "draft", "deliberation")
 COLUMNS = pa.schema(
     [
         ("intents", pa.list_(pa.struct([("description", pa.string()), ("kind", pa.string())]))),
@@ -41,15 +40,15 @@ COLUMNS = pa.schema(
         ("rounds", pa.int32()),
         ("models", MODELS),
         ("policy_set", pa.string()),
-        ("usage", pa.struct([("intent", USAGE), ("draft", USAGE), ("deliberation", USAGE)])),
+        ("usage", pa.struct([(p, USAGE) for p in PROMPTS])),
         ("created_at", pa.timestamp("us", tz="UTC")),
     ]
 )
 
 
-def generated_row(state: Mapping[str, Any], models: Mapping[str, Any], policy_set: str) -> dict[str, Any]:
+def generated_row(state: Mapping[str, Any], ctx: RowContext, agents: tuple[str, ...]) -> dict[str, Any]:
     """The generated columns of one row from its final graph state."""
-    usage = state.get("usage", {})
+    names = ctx.calls.model_name
     return {
         "intents": state["intents"],
         "initial_cot": state["initial_cot"],
@@ -59,38 +58,37 @@ def generated_row(state: Mapping[str, Any], models: Mapping[str, Any], policy_se
         "response": state["response"],
         "stop_reason": state["stop_reason"],
         "rounds": state["rounds"],
-        "models": models,
-        "policy_set": policy_set,
-        "usage": {stage: usage.get(stage, NO_USAGE) for stage in ("intent", "draft", "deliberation")},
+        "models": {
+            "intent": names("intent"),
+            "drafter": names("drafter"),
+            "agents": [names(a) for a in agents],
+        },
+        "policy_set": ctx.policies.hash,
+        "usage": {p: ctx.calls.used(p) for p in PROMPTS},
         "created_at": now(),
     }
 
 
-class GenerateStage:
-    name = "generate"
-    output_subdir = "generated"
-    prompt_names = ("intent", "draft", "deliberation")
-    columns = COLUMNS
+async def process(row: RowRef, ctx: RowContext) -> dict[str, Any]:
+    agents = tuple(ctx.settings.agent_roles)
+    context = Context(ctx.calls, agents, ctx.settings.max_rounds)
+    state = await graph.ainvoke(
+        {"prompt": row.prompt}, context=context, config={"recursion_limit": context.recursion_limit}
+    )
+    return generated_row(state, ctx, agents)
 
-    def roles(self, settings: Settings) -> list[str]:
-        return ["intent", "drafter", *settings.agent_roles]
 
-    def identity(self, settings: Settings) -> str:
-        return settings.generation_identity()
+def roles(settings: Settings) -> list[str]:
+    return ["intent", "drafter", *settings.agent_roles]
 
-    def read(self, path: Path, taken_ids: frozenset[str], max_chars: int) -> Partition:
-        return read_partition(path, taken_ids, max_chars)
 
-    async def process(self, row: RowRef, ctx: RowContext) -> tuple[dict[str, Any], Usage]:
-        agents = tuple(ctx.settings.agent_roles)
-        context = Context(ctx.models, ctx.prompts, agents, ctx.settings.max_rounds)
-        state = await graph.ainvoke(
-            {"prompt": row.prompt}, context=context, config={"recursion_limit": context.recursion_limit}
-        )
-        models = {
-            "intent": ctx.models["intent"].model_name,
-            "drafter": ctx.models["drafter"].model_name,
-            "agents": [ctx.models[a].model_name for a in agents],
-        }
-        columns = generated_row(state, models, ctx.policies.hash)
-        return columns, total(*columns["usage"].values())
+GENERATE = RowStage(
+    name="generate",
+    help="intents, first draft and multi-agent deliberation for every prompt (INPUT -> OUTPUT/generated)",
+    reads=INPUT,
+    output="generated",
+    prompts=PROMPTS,
+    roles=roles,
+    columns=COLUMNS,
+    process=process,
+)

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from aidsafe.config import Settings
-from aidsafe.errors import StageFailed
-from aidsafe.output import USAGE
-from aidsafe.partitions import Partition, RowRef, read_stage_output
-from aidsafe.runner import RowContext
-from aidsafe.stages.common import as_list, now, numbered
+from aidsafe.partitions import RowRef
+from aidsafe.stage import RowContext, RowStage
+from aidsafe.stages.common import as_list, now
+from aidsafe.usage import USAGE
 from graphs.schemas import METRICS, Grades
-from graphs.state import Usage
 
 SCORE_FIELDS = [
     *((f"score_{m}", pa.int8()) for m in METRICS),
@@ -26,16 +22,10 @@ SCORE_FIELDS = [
 COLUMNS = pa.schema([*SCORE_FIELDS, ("graded_at", pa.timestamp("us", tz="UTC"))])
 
 
-async def grade(
-    ctx: RowContext, prompt: str, thoughts: list[str], response: str
-) -> tuple[dict[str, Any], Usage]:
+async def grade(ctx: RowContext, prompt: str, thoughts: list[str], response: str) -> dict[str, Any]:
     """Score one CoT and response; the row's text goes to the grader as delimited data only."""
-    data = {"prompt": prompt, "cot": numbered(thoughts), "response": response}
-    model = ctx.models["grader"]
-    try:
-        grades, usage = await model.call(Grades, ctx.prompts["grade"].messages(**data))
-    except Exception as exc:
-        raise StageFailed("grade", exc) from exc
+    data = {"prompt": prompt, "cot": thoughts, "response": response}
+    grades = await ctx.calls.ask("grader", "grade", Grades, data)
     columns: dict[str, Any] = {}
     for metric in METRICS:
         score = getattr(grades, metric)
@@ -43,27 +33,24 @@ async def grade(
         columns[f"rationale_{metric}"] = score.rationale
     return columns | {
         "refused": grades.refused,
-        "model_grader": model.model_name,
-        "usage_grade": usage,
-    }, usage
+        "model_grader": ctx.calls.model_name("grader"),
+        "usage_grade": ctx.calls.used("grade"),
+    }
 
 
-class GradeStage:
-    name = "grade"
-    output_subdir = "graded"
-    prompt_names = ("grade",)
-    columns = COLUMNS
+async def process(row: RowRef, ctx: RowContext) -> dict[str, Any]:
+    thoughts = [str(t) for t in as_list(row.values["refined_cot"])]
+    columns = await grade(ctx, row.prompt, thoughts, row.values["refined_response"])
+    return columns | {"graded_at": now()}
 
-    def roles(self, settings: Settings) -> list[str]:
-        return ["grader"]
 
-    def identity(self, settings: Settings) -> str:
-        return settings.identity(self.roles(settings))
-
-    def read(self, path: Path, taken_ids: frozenset[str], max_chars: int) -> Partition:
-        return read_stage_output(path)
-
-    async def process(self, row: RowRef, ctx: RowContext) -> tuple[dict[str, Any], Usage]:
-        thoughts = [str(t) for t in as_list(row.values["refined_cot"])]
-        columns, usage = await grade(ctx, row.prompt, thoughts, row.values["refined_response"])
-        return columns | {"graded_at": now()}, usage
+GRADE = RowStage(
+    name="grade",
+    help="grade the refined rows 1-5 on six metrics (OUTPUT/refined -> OUTPUT/graded)",
+    reads="refine",
+    output="graded",
+    prompts=("grade",),
+    roles=lambda settings: ["grader"],
+    columns=COLUMNS,
+    process=process,
+)

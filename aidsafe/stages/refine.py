@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from aidsafe.config import Settings
-from aidsafe.errors import StageFailed
-from aidsafe.output import USAGE
-from aidsafe.partitions import Partition, RowRef, read_stage_output
-from aidsafe.runner import RowContext
-from aidsafe.stages.common import as_list, now, numbered
-from graphs.nodes import format_history, format_intents
+from aidsafe.partitions import RowRef
+from aidsafe.stage import RowContext, RowStage
+from aidsafe.stages.common import as_list, now
+from aidsafe.usage import USAGE
+from graphs.protocol import Check
 from graphs.schemas import Refinement
-from graphs.state import Usage
 
 REMOVED = pa.struct([("number", pa.int32()), ("thought", pa.string()), ("reason", pa.string())])
 COLUMNS = pa.schema(
@@ -30,7 +26,7 @@ COLUMNS = pa.schema(
 )
 
 
-def check_removals(thoughts: list[str]) -> Any:
+def check_removals(thoughts: list[str]) -> Check[Refinement]:
     """The row-specific check of a Refinement: thought numbers exist, once each, and one thought stays."""
 
     def check(result: Refinement) -> None:
@@ -53,41 +49,31 @@ def apply_refinement(thoughts: list[str], result: Refinement) -> dict[str, Any]:
     return {"refined_cot": kept, "refined_response": result.response, "refinement_removed": removed}
 
 
-class RefineStage:
-    name = "refine"
-    output_subdir = "refined"
-    prompt_names = ("refine",)
-    columns = COLUMNS
+async def process(row: RowRef, ctx: RowContext) -> dict[str, Any]:
+    values = row.values
+    thoughts = [str(t) for t in as_list(values["cot"])]
+    data = {
+        "prompt": row.prompt,
+        "intents": as_list(values["intents"]),
+        "history": as_list(values["deliberation_log"]),
+        "cot": thoughts,
+        "response": values["response"],
+    }
+    result = await ctx.calls.ask("refiner", "refine", Refinement, data, check_removals(thoughts))
+    return apply_refinement(thoughts, result) | {
+        "model_refiner": ctx.calls.model_name("refiner"),
+        "usage_refine": ctx.calls.used(),
+        "refined_at": now(),
+    }
 
-    def roles(self, settings: Settings) -> list[str]:
-        return ["refiner"]
 
-    def identity(self, settings: Settings) -> str:
-        return settings.identity(self.roles(settings))
-
-    def read(self, path: Path, taken_ids: frozenset[str], max_chars: int) -> Partition:
-        return read_stage_output(path)
-
-    async def process(self, row: RowRef, ctx: RowContext) -> tuple[dict[str, Any], Usage]:
-        values = row.values
-        thoughts = [str(t) for t in as_list(values["cot"])]
-        data = {
-            "prompt": row.prompt,
-            "intents": format_intents(as_list(values["intents"])),
-            "history": format_history(as_list(values["deliberation_log"])),
-            "cot": numbered(thoughts),
-            "response": values["response"],
-        }
-        model = ctx.models["refiner"]
-        try:
-            result, usage = await model.call(
-                Refinement, ctx.prompts["refine"].messages(**data), check_removals(thoughts)
-            )
-        except Exception as exc:
-            raise StageFailed("refine", exc) from exc
-        columns = apply_refinement(thoughts, result)
-        return columns | {
-            "model_refiner": model.model_name,
-            "usage_refine": usage,
-            "refined_at": now(),
-        }, usage
+REFINE = RowStage(
+    name="refine",
+    help="refine the generated CoTs (OUTPUT/generated -> OUTPUT/refined)",
+    reads="generate",
+    output="refined",
+    prompts=("refine",),
+    roles=lambda settings: ["refiner"],
+    columns=COLUMNS,
+    process=process,
+)

@@ -1,8 +1,9 @@
-"""Running one stage over one partition: read, process every row concurrently, write output and failures.
+"""Running one row stage over one partition: read, process every row concurrently, write output and failures.
 
-Every stage (generate, refine, grade, baseline) has the same partition contract: the output partition is
-written atomically with a fingerprint of everything that decides its content, so a rerun skips it while
-that is unchanged; every row reaches either the output or the stage's failures table, with the reason.
+Every row stage has the same partition contract: the output partition is written atomically with a
+fingerprint of everything that decides its content, so a rerun skips it while that is unchanged; every row
+reaches either the output or the stage's failures table, with the reason. A row fails only on a model,
+backend or input error; any other exception is a bug and fails the partition (not written, not done).
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import openai
 import pyarrow as pa
@@ -22,8 +22,9 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 import aidsafe
+from aidsafe.calls import RowCalls
 from aidsafe.config import Settings
-from aidsafe.errors import InputError, StageFailed
+from aidsafe.errors import InputError, StageFailed, TransientFailures, is_transient
 from aidsafe.models import StructuredCaller, build_roles
 from aidsafe.output import Failure, failures_table, output_table
 from aidsafe.partitions import (
@@ -36,53 +37,11 @@ from aidsafe.partitions import (
 )
 from aidsafe.policies import PolicySet
 from aidsafe.prompts import PromptSet
-from graphs.state import Usage, total
+from aidsafe.stage import RowContext, RowStage
+from aidsafe.usage import Usage, total
 
-TRANSIENT = (
-    openai.APIConnectionError,
-    openai.RateLimitError,
-    openai.InternalServerError,
-    asyncio.TimeoutError,
-)
 Progress = Callable[[int, int], None]
-
-
-class TransientFailures(Exception):
-    """Rows of a partition failed on transient backend errors; the partition is not marked done."""
-
-
-@dataclass(frozen=True)
-class RowContext:
-    """What a stage's row function gets besides the row."""
-
-    models: dict[str, StructuredCaller]
-    prompts: PromptSet
-    settings: Settings
-    policies: PolicySet
-
-
-class Stage(Protocol):
-    """A pipeline stage: which rows it reads, which roles it calls, the columns it adds."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def output_subdir(self) -> str: ...
-
-    @property
-    def prompt_names(self) -> tuple[str, ...]: ...
-
-    @property
-    def columns(self) -> pa.Schema: ...
-
-    def roles(self, settings: Settings) -> list[str]: ...
-
-    def identity(self, settings: Settings) -> str: ...
-
-    def read(self, path: Path, taken_ids: frozenset[str], max_chars: int) -> Partition: ...
-
-    def process(self, row: RowRef, ctx: RowContext) -> Awaitable[tuple[dict[str, Any], Usage]]: ...
+ROW_FAILURES = (StageFailed, InputError)  # what fails one row; anything else fails the partition
 
 
 class PartitionJob(BaseModel):
@@ -102,8 +61,8 @@ class PartitionJob(BaseModel):
     def name(self) -> str:
         return self.input_path.stem
 
-    def output_path(self, stage: Stage) -> Path:
-        return self.output_dir / stage.output_subdir / f"{self.name}.parquet"
+    def output_path(self, stage: RowStage) -> Path:
+        return self.output_dir / stage.output / f"{self.name}.parquet"
 
     @property
     def failures_path(self) -> Path:
@@ -125,9 +84,9 @@ class PartitionResult(BaseModel):
     error: str | None = None
 
 
-def stage_key(stage: Stage, settings: Settings, policies: PolicySet, prompts: PromptSet) -> str:
+def stage_key(stage: RowStage, settings: Settings, policies: PolicySet, prompts: PromptSet) -> str:
     """Everything but the input that decides a stage's rows: policies, the stage's prompts and settings."""
-    parts = [stage.name, policies.hash, prompts.hash_of(stage.prompt_names), stage.identity(settings)]
+    parts = [stage.name, policies.hash, prompts.hash_of(stage.prompts), stage.identity(settings)]
     return hashlib.sha256(json.dumps([*parts, aidsafe.__version__]).encode()).hexdigest()
 
 
@@ -136,12 +95,12 @@ def fingerprint(key: str, file_hash: str) -> str:
     return hashlib.sha256(f"{key}:{file_hash}".encode()).hexdigest()
 
 
-def is_done(stage: Stage, job: PartitionJob) -> bool:
+def is_done(stage: RowStage, job: PartitionJob) -> bool:
     path = job.output_path(stage)
     return not job.force and path.exists() and stored_fingerprint(path) == job.fingerprint
 
 
-def skipped_result(stage: Stage, job: PartitionJob) -> PartitionResult:
+def skipped_result(stage: RowStage, job: PartitionJob) -> PartitionResult:
     """Counts of a partition finished by an earlier run."""
     rows_failed = stored_row_count(job.failures_path) if job.failures_path.exists() else 0
     return PartitionResult(
@@ -152,31 +111,34 @@ def skipped_result(stage: Stage, job: PartitionJob) -> PartitionResult:
     )
 
 
-def _failure(job: PartitionJob, row: RowRef, exc: BaseException) -> Failure:
-    stage = exc.stage if isinstance(exc, StageFailed) else job.stage
+def _failure(job: PartitionJob, row: RowRef, exc: StageFailed | InputError) -> Failure:
+    stage = exc.stage if isinstance(exc, StageFailed) else "input"
     cause = exc.cause if isinstance(exc, StageFailed) else exc
     return Failure(row.id, job.name, row.index, stage, type(cause).__name__, str(cause)[:2000])
 
 
 Outcome = tuple[RowRef, dict[str, Any], Usage]
+Failed = tuple[RowRef, StageFailed | InputError]
 
 
 async def process_rows(
-    stage: Stage, rows: list[RowRef], ctx: RowContext, progress: Progress | None = None
-) -> tuple[list[Outcome], list[tuple[RowRef, BaseException]]]:
-    """Process rows with bounded concurrency; every row ends in exactly one of the two lists."""
-    gate = asyncio.Semaphore(ctx.settings.concurrency)
+    stage: RowStage, rows: list[RowRef], make_context: Callable[[], RowContext], concurrency: int,
+    progress: Progress | None = None,
+) -> tuple[list[Outcome], list[Failed]]:  # fmt: skip
+    """Process rows with bounded concurrency; every row ends in exactly one of the two lists, or (a bug in
+    the stage) the first unexpected exception propagates and fails the partition."""
+    gate = asyncio.Semaphore(concurrency)
     done: list[Outcome] = []
-    failed: list[tuple[RowRef, BaseException]] = []
+    failed: list[Failed] = []
     if progress:
         progress(0, len(rows))
 
     async def one(row: RowRef) -> None:
         async with gate:
+            ctx = make_context()
             try:
-                columns, usage = await stage.process(row, ctx)
-                done.append((row, columns, usage))
-            except Exception as exc:
+                done.append((row, await stage.process(row, ctx), ctx.calls.used()))
+            except ROW_FAILURES as exc:
                 failed.append((row, exc))
             if progress:
                 progress(len(done) + len(failed), len(rows))
@@ -186,15 +148,20 @@ async def process_rows(
 
 
 async def _run(
-    stage: Stage, job: PartitionJob, partition: Partition, prompts: PromptSet, progress: Progress | None
-):
+    stage: RowStage, job: PartitionJob, partition: Partition, prompts: PromptSet, progress: Progress | None
+) -> tuple[list[Outcome], list[Failed]]:
     async with openai.DefaultAsyncHttpxClient() as http_client:  # built inside the task's own event loop
-        models = build_roles(job.settings, http_client, stage.roles(job.settings))
-        ctx = RowContext(models, prompts, job.settings, job.policies)
-        return await process_rows(stage, partition.rows, ctx, progress)
+        models: dict[str, StructuredCaller] = dict(
+            build_roles(job.settings, http_client, stage.roles(job.settings))
+        )
+
+        def make_context() -> RowContext:
+            return RowContext(RowCalls(models, prompts), job.settings, job.policies, prompts)
+
+        return await process_rows(stage, partition.rows, make_context, job.settings.concurrency, progress)
 
 
-def reusable_rows(stage: Stage, job: PartitionJob, partition: Partition) -> dict[int, int]:
+def reusable_rows(stage: RowStage, job: PartitionJob, partition: Partition) -> dict[int, int]:
     """Rows of the existing output that are still valid: same stage key, same id, same input values.
 
     Returns input row index -> output row index. This is what makes a rerun after added rows, a retry of
@@ -213,7 +180,7 @@ def reusable_rows(stage: Stage, job: PartitionJob, partition: Partition) -> dict
 
 
 def _combined(
-    stage: Stage, job: PartitionJob, partition: Partition, done: list[Outcome], reuse: dict[int, int]
+    stage: RowStage, job: PartitionJob, partition: Partition, done: list[Outcome], reuse: dict[int, int]
 ) -> pa.Table:
     """Reused rows and newly processed rows, in input order."""
     table = output_table(partition.table, [d[0] for d in done], [d[1] for d in done], stage.columns)
@@ -224,23 +191,27 @@ def _combined(
     return table.take(pa.array(sorted(range(len(order)), key=order.__getitem__), type=pa.int64()))
 
 
+def _unreadable(job: PartitionJob, exc: InputError) -> PartitionResult:
+    write_atomic(failures_table([Failure(None, job.name, exc.row, "input", "InputError", str(exc))]),
+                 job.failures_path)  # fmt: skip
+    return PartitionResult(partition=job.name, status="failed", error=str(exc))
+
+
 def run_partition(
-    stage: Stage, job: PartitionJob, prompts: PromptSet, progress: Progress | None = None
+    stage: RowStage, job: PartitionJob, prompts: PromptSet, progress: Progress | None = None
 ) -> PartitionResult:
     """Run a stage over one partition; raises TransientFailures (after writing) on backend outages."""
     started = time.monotonic()
     try:
         partition = stage.read(job.input_path, job.taken_ids, job.settings.max_prompt_chars)
     except InputError as exc:
-        write_atomic(failures_table([Failure(None, job.name, exc.row, "input", "InputError", str(exc))]),
-                     job.failures_path)  # fmt: skip
-        return PartitionResult(partition=job.name, status="failed", error=str(exc))
+        return _unreadable(job, exc)
     reuse = reusable_rows(stage, job, partition)
     partition.rows = [r for r in partition.rows if r.index not in reuse]
     done, failed = asyncio.run(_run(stage, job, partition, prompts, progress))
     failures = [Failure(i, job.name, r, "input", "InputError", reason) for r, i, reason in partition.rejected]
     failures += [_failure(job, row, exc) for row, exc in failed]
-    transient = [f for _, f in failed if isinstance(getattr(f, "cause", f), TRANSIENT)]
+    transient = [exc for _, exc in failed if is_transient(exc)]
     meta = {"stage": stage.name, "input": str(job.input_path), "policy_set": job.policies.hash}
     meta |= {"stage_key": job.stage_key, "fingerprint": "" if transient else job.fingerprint}
     write_atomic(failures_table(failures), job.failures_path)

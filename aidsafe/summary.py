@@ -1,4 +1,4 @@
-"""Planning a stage run and summarising it: the plain-Python side of the stage flows."""
+"""The outcome of one stage over all partitions, written to OUTPUT/summary/<stage>.json."""
 
 from __future__ import annotations
 
@@ -8,61 +8,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from aidsafe.config import Settings
-from aidsafe.errors import InputError
-from aidsafe.partitions import earlier_ids, fingerprint_file
+from aidsafe.execute import PartitionResult
 from aidsafe.policies import PolicySet
-from aidsafe.prompts import PromptSet
-from aidsafe.runner import PartitionJob, PartitionResult, Stage, fingerprint, stage_key
 
 
-def plan_jobs(
-    stage: Stage,
-    paths: list[Path],
-    output_dir: Path,
-    settings: Settings,
-    policies: PolicySet,
-    prompts: PromptSet,
-    retry: bool = False,
-) -> list[PartitionJob]:
-    """One job per partition, with the fingerprint that decides whether it can be skipped.
-
-    retry: also rerun up-to-date partitions that have rows in the failures table (only those rows are redone).
-    """
-    names = [p.stem for p in paths]
-    if len(set(names)) != len(names):
-        raise InputError(str(output_dir), f"two input partitions share a file name: {sorted(names)}")
-    taken = earlier_ids(paths)
-    key = stage_key(stage, settings, policies, prompts)
-    jobs = [
-        PartitionJob(
-            stage=stage.name,
-            input_path=path,
-            output_dir=output_dir,
-            settings=settings,
-            policies=policies,
-            stage_key=key,
-            fingerprint=fingerprint(key, fingerprint_file(path)),
-            taken_ids=taken[path],
-        )
-        for path in paths
-    ]
-    return [job.model_copy(update={"force": has_retryable_failures(job)}) if retry else job for job in jobs]
-
-
-def has_retryable_failures(job: PartitionJob) -> bool:
-    """Rows that failed in the model calls (not bad input, which needs the input fixed) can be retried."""
-    if not job.failures_path.exists():
-        return False
-    failures = pq.read_table(job.failures_path, columns=["id", "stage"]).to_pylist()
-    return any(f["id"] is not None and f["stage"] != "input" for f in failures)
-
-
-class RunSummary(BaseModel):
-    """The outcome of one stage over all partitions, written to summary/<stage>.json."""
+class StageSummary(BaseModel):
+    """The outcome of one stage over all partitions."""
 
     stage: str
     source: str
@@ -103,6 +57,10 @@ class RunSummary(BaseModel):
             )
         return text
 
+    def lines(self) -> list[str]:
+        """What the CLI prints after the stage."""
+        return [self.describe(), f"summary:  {self.summary_path}", f"output:   {self.output_dir}/"]
+
 
 def summarize(
     stage: str,
@@ -111,8 +69,9 @@ def summarize(
     results: list[PartitionResult],
     settings: Settings,
     policies: PolicySet,
-) -> RunSummary:
-    summary = RunSummary(
+) -> StageSummary:
+    """Sum the partitions' results and write summary/<stage>.json atomically."""
+    summary = StageSummary(
         stage=stage,
         source=source,
         output_dir=str(output_dir),

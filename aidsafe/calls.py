@@ -1,0 +1,58 @@
+"""One row's view of the models: the implementation of graphs.protocol.Caller used by every stage.
+
+This is the one place that renders a prompt file with row data, calls a role, meters token usage per
+prompt, and turns a role's failure into StageFailed (only model, backend and input errors: anything else
+is a bug and propagates, failing the partition).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import TypeVar
+
+from pydantic import BaseModel
+
+from aidsafe.errors import ROW_ERRORS, StageFailed
+from aidsafe.models import StructuredCaller
+from aidsafe.prompts import PromptSet
+from aidsafe.usage import NO_USAGE, Usage, total
+from graphs.protocol import Check
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class RowCalls:
+    """The models of a partition as seen by one row, with that row's token usage per prompt."""
+
+    def __init__(self, models: Mapping[str, StructuredCaller], prompts: PromptSet) -> None:
+        self._models = models
+        self._prompts = prompts
+        self.usage: dict[str, Usage] = {}
+
+    @property
+    def roles(self) -> Collection[str]:
+        return self._models.keys()
+
+    def model_name(self, role: str) -> str:
+        return self._models[role].model_name
+
+    async def ask(
+        self,
+        role: str,
+        prompt: str,
+        schema: type[T],
+        data: Mapping[str, object],
+        check: Check[T] | None = None,
+    ) -> T:
+        """Render `prompt` with data, call `role`, validate; StageFailed(prompt) if the role cannot answer."""
+        messages = self._prompts[prompt].messages(**data)
+        try:
+            result, usage = await self._models[role].call(schema, messages, check)
+        except ROW_ERRORS as exc:
+            raise StageFailed(prompt, exc) from exc
+        self.usage[prompt] = total(self.usage.get(prompt, NO_USAGE), usage)
+        return result
+
+    def used(self, *prompts: str) -> Usage:
+        """Token usage of some prompts (all of them by default)."""
+        return total(*(u for p, u in self.usage.items() if not prompts or p in prompts))

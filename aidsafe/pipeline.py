@@ -1,0 +1,57 @@
+"""The pipeline, as data: its steps in order. `aidsafe run`, `aidsafe retry`, the CLI subcommands, the stage
+flows, the "run X first" messages and the report's failures by stage are all derived from PIPELINE.
+
+Adding a stage: write aidsafe/stages/<name>.py defining one RowStage (or WholeStep), add it here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aidsafe.errors import MissingInput
+from aidsafe.stage import INPUT, RowStage, Step
+from aidsafe.stages.baseline import BASELINE
+from aidsafe.stages.dpo import DPO
+from aidsafe.stages.generate import GENERATE
+from aidsafe.stages.grade import GRADE
+from aidsafe.stages.refine import REFINE
+from aidsafe.stages.report import REPORT
+
+PIPELINE: tuple[Step, ...] = (GENERATE, REFINE, GRADE, BASELINE, REPORT, DPO)
+
+
+def step(name: str) -> Step:
+    """A step by name."""
+    for candidate in PIPELINE:
+        if candidate.name == name:
+            return candidate
+    raise KeyError(f"no pipeline step {name!r}; steps are {step_names()}")
+
+
+def row_stage(name: str) -> RowStage:
+    found = step(name)
+    if not isinstance(found, RowStage):
+        raise KeyError(f"{name!r} is not a row stage")
+    return found
+
+
+def step_names() -> list[str]:
+    return [s.name for s in PIPELINE]
+
+
+def run_steps(baseline: bool) -> list[Step]:
+    """The steps of `aidsafe run`, in order (the optional ones only when asked for)."""
+    return [s for s in PIPELINE if s.in_run == "always" or (s.in_run == "optional" and baseline)]
+
+
+def source_of(name: str, output_dir: Path, input: str | None = None) -> str:
+    """What a step reads: the user's input, or the directory the step it reads from wrote (it must exist)."""
+    reader = step(name)
+    if reader.reads == INPUT:
+        if input is None:
+            raise ValueError(f"{name} reads the input: give it")
+        return input
+    directory = output_dir / step(reader.reads).output
+    if not directory.is_dir():
+        raise MissingInput(directory, reader.reads, name)
+    return str(directory)

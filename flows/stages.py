@@ -1,0 +1,109 @@
+"""One Prefect flow per pipeline step, derived from aidsafe.pipeline.PIPELINE.
+
+A row stage's flow plans its partitions, fans out one task each (skipping the up-to-date ones) and writes
+the stage summary; a whole-output step's flow runs one task and publishes its report as artifacts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import Flow, flow, unmapped
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.futures import wait
+from prefect.logging import get_run_logger
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from aidsafe.config import Options
+from aidsafe.embedded import live_settings
+from aidsafe.errors import PartitionsFailed
+from aidsafe.execute import PartitionResult, is_done
+from aidsafe.partitions import discover
+from aidsafe.pipeline import PIPELINE, source_of
+from aidsafe.plan import plan_jobs
+from aidsafe.policies import load_policies
+from aidsafe.prompts import load_prompts
+from aidsafe.stage import RowStage, Step, StepResult, WholeStep
+from aidsafe.summary import StageSummary, summarize
+from flows.tasks import partition_task, step_task
+
+
+def retrying(retry: bool) -> bool:
+    """Whether to redo failed rows: asked for, or this flow run is a rerun (`prefect flow-run retry`)."""
+    return retry or flow_run.get_run_count() > 1
+
+
+def _results(jobs: list[Any], futures: list[Any]) -> list[PartitionResult]:
+    return [
+        future.result()
+        if future.state.is_completed()
+        else PartitionResult(
+            partition=job.name, status="failed", error=str(future.state.message or future.state.name)
+        )
+        for job, future in zip(jobs, futures, strict=True)
+    ]
+
+
+def run_stage(
+    stage: RowStage, source: str, output: str, options: Options | None, retry: bool
+) -> StageSummary:
+    """Run one stage over every partition of source; raise PartitionsFailed at the end if any failed."""
+    logger = get_run_logger()
+    settings = (options or Options()).load()
+    policies = load_policies(settings.policies_dir)
+    prompts = load_prompts(settings.prompts_dir, policies.render())
+    output_dir = Path(output)
+    jobs = plan_jobs(stage, discover(source), output_dir, settings, policies, prompts, retrying(retry))
+    logger.info("%s: %d partition(s), policy set %s", stage.name, len(jobs), policies.hash)
+    pending = [job for job in jobs if not is_done(stage, job)]
+    with live_settings(settings, output_dir / "logs" / "embedded-server.log", needed=bool(pending)) as live:
+        task = partition_task.with_options(
+            retries=settings.partition_retries, retry_delay_seconds=settings.partition_retry_delays
+        )
+        futures = task.map([j.model_copy(update={"settings": live}) for j in jobs], unmapped(prompts))
+        wait(futures)
+    summary = summarize(stage.name, source, output_dir, _results(jobs, futures), settings, policies)
+    table = [p.model_dump(exclude_none=True) for p in summary.partitions]
+    create_table_artifact(table, key=f"aidsafe-{stage.name}-summary", description=summary.describe())
+    logger.info("%s; summary: %s", summary.describe(), summary.summary_path)
+    if summary.failed_partitions:
+        names = ", ".join(f"{p.partition} ({p.error})" for p in summary.failed_partitions)
+        raise PartitionsFailed(f"{stage.name}: {len(summary.failed_partitions)} partition(s) failed: {names}")
+    return summary
+
+
+def row_flow(stage: RowStage) -> Flow[..., StageSummary]:
+    def run_row_stage(
+        output: str = "out", input: str | None = None, options: Options | None = None, retry: bool = False
+    ) -> StageSummary:
+        return run_stage(stage, source_of(stage.name, Path(output), input), output, options, retry)
+
+    runner: Any = ThreadPoolTaskRunner(max_workers=4)  # Prefect's own annotation does not type-check
+    return flow(name=stage.name, description=stage.help, task_runner=runner)(run_row_stage)
+
+
+def whole_flow(step: WholeStep) -> Flow[..., StepResult]:
+    def run_whole_step(output: str = "out", thresholds: dict[str, int] | None = None) -> StepResult:
+        source_of(step.name, Path(output))  # what it reads must exist
+        result = step_task(step.name, output, thresholds or {})
+        if result.markdown:
+            create_markdown_artifact(key=f"aidsafe-{step.name}", markdown=result.markdown,
+                                     description=f"aidsafe {step.name}")  # fmt: skip
+        if result.table:
+            create_table_artifact(key=f"aidsafe-{step.name}-table", table=result.table,
+                                  description=f"aidsafe {step.name}")  # fmt: skip
+        get_run_logger().info("; ".join(result.lines))
+        return result
+
+    return flow(name=step.name, description=step.help)(run_whole_step)
+
+
+def _flow_for(step: Step) -> Flow[..., Any]:
+    return row_flow(step) if isinstance(step, RowStage) else whole_flow(step)
+
+
+# name -> flow; row stages: (output, input, options, retry) -> StageSummary; whole steps: (output, thresholds)
+# -> StepResult. Typed Any: Prefect's Flow[..., R] overloads do not type-check calls through a dict.
+FLOWS: dict[str, Any] = {s.name: _flow_for(s) for s in PIPELINE}
