@@ -40,7 +40,7 @@ class BaselineStage:
         return ["baseline", "grader"]
 
     def identity(self, settings: Settings) -> str:
-        return settings.identity(self.roles(settings))
+        return settings.stage_identity(self.name, self.roles(settings))
 
     def read(self, path: Path, taken_ids: frozenset[str], max_chars: int) -> Partition:
         return read_partition(path, taken_ids, max_chars)

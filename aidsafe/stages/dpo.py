@@ -100,9 +100,7 @@ class DpoStage:
         return ["whisperer", "drafter", "grader"]
 
     def identity(self, settings: Settings) -> str:
-        return settings.identity(
-            self.roles(settings), k=settings.dpo_attempts, max_score=settings.dpo_max_score
-        )
+        return settings.stage_identity(self.name, self.roles(settings))
 
     def read(self, path: Path, taken_ids: frozenset[str], max_chars: int) -> Partition:
         return read_stage_output(path)

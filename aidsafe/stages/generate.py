@@ -76,7 +76,7 @@ class GenerateStage:
         return ["intent", "drafter", *settings.agent_roles]
 
     def identity(self, settings: Settings) -> str:
-        return settings.generation_identity()
+        return settings.stage_identity(self.name, self.roles(settings))
 
     def read(self, path: Path, taken_ids: frozenset[str], max_chars: int) -> Partition:
         return read_partition(path, taken_ids, max_chars)

@@ -63,7 +63,7 @@ class RefineStage:
         return ["refiner"]
 
     def identity(self, settings: Settings) -> str:
-        return settings.identity(self.roles(settings))
+        return settings.stage_identity(self.name, self.roles(settings))
 
     def read(self, path: Path, taken_ids: frozenset[str], max_chars: int) -> Partition:
         return read_stage_output(path)
