@@ -1,22 +1,40 @@
 """The typed configuration of a run: the only module that reads environment variables.
 
-Precedence, highest first: explicit values (CLI options or flow parameters), the config file,
-the environment (OPENAI_BASE_URL, OPENAI_API_KEY, AIDSAFE_MODEL), built-in defaults. A role with no
+The settings table: every knob is declared once, as a knob() field of Settings (global knobs) or of
+Endpoint (per-role endpoint knobs), with its type, default, bounds, help, CLI flag, config-file key,
+environment variable and the stages whose identity it is part of. KNOBS reads those fields; the
+config-file schema (FileConfig, EndpointSpec), the explicit values (Options), the CLI flags
+(add_setting_arguments) and the environment are derived from it.
+
+Precedence, highest first: explicit values (CLI options or flow parameters), the config file, the
+environment (OPENAI_BASE_URL, OPENAI_API_KEY, AIDSAFE_<KNOB>), built-in defaults. A role with no
 endpoint anywhere runs on the embedded default model (a local llama.cpp server started for the run).
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, cast
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    SecretStr,
+    ValidationError,
+    create_model,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 
 from aidsafe.errors import ConfigError
 
@@ -27,60 +45,35 @@ EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
 FIXED_ROLES = ("intent", "drafter", "refiner", "grader", "baseline", "whisperer")
 # A role that is not configured itself takes the endpoint of another role before the defaults.
 ROLE_FALLBACK = {"grader": "refiner", "baseline": "drafter", "whisperer": "drafter"}
-# The embedded model is small and slow on CPU: shorter replies, patient timeouts, few HTTP retries.
-EMBEDDED_DEFAULTS: dict[str, Any] = {"max_tokens": 512, "timeout": 600.0, "max_retries": 2}
+# identity of an endpoint knob: part of the identity of every stage that uses the role.
+EVERY_STAGE = "*"
+# embedded default of max_prompt_chars: what fits the embedded model's n_ctx beside the policies.
+FITS_CONTEXT = "what fits n_ctx"
 TokenField = Literal["max_tokens", "max_completion_tokens"]
 
 
-class EndpointSpec(BaseModel):
-    """Endpoint fields as written in a config file or given as options; every field optional."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    base_url: str | None = Field(
-        None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1"
-    )
-    model: str | None = Field(None, description="Model name the server knows")
-    api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key")
-    api_key_block: str | None = Field(None, description="Name of a Prefect Secret block holding the API key")
-    max_tokens: int | None = Field(None, ge=16, le=32768, description="Completion token limit per call")
-    max_tokens_field: TokenField | None = Field(None, description="Request field that carries max_tokens")
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    timeout: float | None = Field(None, gt=0, description="Seconds per HTTP request")
-    max_retries: int | None = Field(None, ge=0, le=20, description="Retries of transient HTTP errors")
-    structured_retries: int | None = Field(
-        None, ge=0, le=10, description="Retries of invalid structured output"
-    )
-
-
-class Endpoint(BaseModel):
-    """A fully resolved endpoint of one role. base_url None means the embedded default server."""
-
-    model_config = ConfigDict(frozen=True)
-
-    base_url: str | None
-    model: str
-    api_key: SecretStr = Field(repr=False)
-    embedded: bool = Field(False, description="Served by the embedded default server")
-    max_tokens: int = 512
-    max_tokens_field: TokenField = "max_tokens"
-    temperature: float = 0.2
-    timeout: float = 300.0
-    max_retries: int = 4
-    structured_retries: int = 2
-
-    def identity(self) -> dict[str, Any]:
-        """What determines this endpoint's output (no secret, no ephemeral port)."""
-        return {
-            "server": "embedded" if self.embedded else self.base_url,
-            "model": self.model,
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-        }
+def knob(
+    default: Any,
+    help: str,
+    *,
+    flag: str | None = None,
+    env: str | None = None,
+    key: str | None = None,
+    ge: float | None = None,
+    le: float | None = None,
+    gt: float | None = None,
+    identity: Sequence[str] = (),
+    stages: Sequence[str] = (),
+    embedded: Any = None,
+) -> Any:
+    """A row of the settings table: a pydantic field carrying the knob's metadata (see Knob)."""
+    extra: Any = {"knob": True, "flag": flag, "env": env, "key": key, "identity": list(identity)}
+    extra |= {"stages": list(stages), "embedded": embedded}
+    return Field(default, ge=ge, le=le, gt=gt, description=help, json_schema_extra=extra)
 
 
 class EmbeddedSettings(BaseModel):
-    """How to run the embedded llama.cpp server."""
+    """How to run the embedded llama.cpp server (the [embedded] table of a config file)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -90,22 +83,101 @@ class EmbeddedSettings(BaseModel):
     startup_timeout: float = Field(120.0, gt=0)
 
 
+class Endpoint(BaseModel):
+    """A fully resolved endpoint of one role. base_url None means the embedded default server."""
+
+    model_config = ConfigDict(frozen=True)
+
+    base_url: str | None = knob(
+        None, "OpenAI-compatible base URL of every role, e.g. http://127.0.0.1:8000/v1 (none: embedded)",
+        flag="--base-url", env="OPENAI_BASE_URL", identity=[EVERY_STAGE],
+    )  # fmt: skip
+    model: str = knob(
+        EMBEDDED_MODEL_NAME, "model name the server knows, for every role (needs a base URL)",
+        flag="--model", env="AIDSAFE_MODEL", identity=[EVERY_STAGE],
+    )  # fmt: skip
+    api_key_env: str | None = knob(
+        None, "name of the environment variable holding the API key (else OPENAI_API_KEY)",
+        env="AIDSAFE_API_KEY_ENV",
+    )  # fmt: skip
+    api_key_block: str | None = knob(
+        None, "name of a Prefect Secret block holding the API key", env="AIDSAFE_API_KEY_BLOCK"
+    )
+    max_tokens: int = knob(
+        512, "completion token limit per call", ge=16, le=32768, embedded=512,
+        flag="--max-tokens", env="AIDSAFE_MAX_TOKENS", identity=[EVERY_STAGE],
+    )  # fmt: skip
+    max_tokens_field: TokenField = knob(
+        "max_tokens", "request field that carries max_tokens (max_completion_tokens on api.openai.com)",
+        env="AIDSAFE_MAX_TOKENS_FIELD",
+    )  # fmt: skip
+    temperature: float = knob(
+        0.2, "sampling temperature", ge=0.0, le=2.0,
+        flag="--temperature", env="AIDSAFE_TEMPERATURE", identity=[EVERY_STAGE],
+    )  # fmt: skip
+    timeout: float = knob(300.0, "seconds per HTTP request", gt=0, embedded=600.0, env="AIDSAFE_TIMEOUT")
+    max_retries: int = knob(
+        4, "retries of transient HTTP errors", ge=0, le=20, embedded=2, env="AIDSAFE_MAX_RETRIES"
+    )
+    structured_retries: int = knob(
+        2, "retries of invalid structured output", ge=0, le=10, env="AIDSAFE_STRUCTURED_RETRIES"
+    )
+    api_key: SecretStr = Field(repr=False)
+    embedded: bool = Field(False, description="Served by the embedded default server")
+
+    def identity(self) -> dict[str, Any]:
+        """What determines this endpoint's output (no secret, no ephemeral port)."""
+        values = {k.name: getattr(self, k.name) for k in ENDPOINT_KNOBS if EVERY_STAGE in k.identity}
+        base_url = values.pop("base_url")
+        values["server"] = "embedded" if self.embedded else base_url
+        return values
+
+
 class Settings(BaseModel):
     """Everything a run needs, resolved and validated."""
 
     model_config = ConfigDict(frozen=True)
 
     roles: dict[str, Endpoint]
-    agents: int = Field(2, ge=1, le=16)
-    max_rounds: int = Field(4, ge=1, le=50, description="Deliberation budget in agent turns")
-    concurrency: int = Field(4, ge=1, le=1024, description="Rows in flight per partition")
-    dpo_attempts: int = Field(3, ge=1, le=20, description="Ear-whisperer attempts per row (K)")
-    dpo_max_score: int = Field(2, ge=1, le=4, description="A rejected CoT needs policy faithfulness <= this")
-    max_prompt_chars: int = Field(32000, ge=100, description="Longest prompt that fits the model context")
-    partition_retries: int = Field(2, ge=0, le=10, description="Reruns of a partition after transient errors")
-    partition_retry_delay: float = Field(15.0, ge=0, description="Seconds before the first rerun (x4 after)")
-    policies_dir: Path = DEFAULT_POLICIES
-    prompts_dir: Path = DEFAULT_PROMPTS
+    agents: int = knob(
+        2, "deliberation agents taking turns", ge=1, le=16,
+        flag="--agents", env="AIDSAFE_AGENTS", identity=["generate"],
+    )  # fmt: skip
+    max_rounds: int = knob(
+        4, "deliberation budget in agent turns", ge=1, le=50,
+        flag="--max-rounds", env="AIDSAFE_MAX_ROUNDS", identity=["generate"],
+    )  # fmt: skip
+    concurrency: int = knob(
+        4, "rows in flight per partition", ge=1, le=1024, flag="--concurrency", env="AIDSAFE_CONCURRENCY"
+    )
+    dpo_attempts: int = knob(
+        3, "ear-whisperer attempts per row (K)", ge=1, le=20,
+        flag="--attempts", env="AIDSAFE_DPO_ATTEMPTS", identity=["dpo"], stages=["dpo"],
+    )  # fmt: skip
+    dpo_max_score: int = knob(
+        2, "max policy faithfulness of a rejected CoT", ge=1, le=4,
+        flag="--max-policy-score", env="AIDSAFE_DPO_MAX_SCORE", identity=["dpo"], stages=["dpo"],
+    )  # fmt: skip
+    max_prompt_chars: int = knob(
+        32000, "longest prompt that fits the model context", ge=100, embedded=FITS_CONTEXT,
+        flag="--max-prompt-chars", env="AIDSAFE_MAX_PROMPT_CHARS", identity=["generate"],
+    )  # fmt: skip
+    partition_retries: int = knob(
+        2, "reruns of a partition after transient errors", ge=0, le=10,
+        flag="--partition-retries", env="AIDSAFE_PARTITION_RETRIES",
+    )  # fmt: skip
+    partition_retry_delay: float = knob(
+        15.0, "seconds before the first rerun of a partition (x4 after)", ge=0,
+        flag="--partition-retry-delay", env="AIDSAFE_PARTITION_RETRY_DELAY",
+    )  # fmt: skip
+    policies_dir: Path = knob(
+        DEFAULT_POLICIES, "policy directory (in a config file: relative to the file)",
+        key="policies", flag="--policies", env="AIDSAFE_POLICIES",
+    )  # fmt: skip
+    prompts_dir: Path = knob(
+        DEFAULT_PROMPTS, "prompt directory (in a config file: relative to the file)",
+        key="prompts", flag="--prompts", env="AIDSAFE_PROMPTS",
+    )  # fmt: skip
     embedded: EmbeddedSettings = EmbeddedSettings()
 
     @property
@@ -129,9 +201,13 @@ class Settings(BaseModel):
         }
         return self.model_copy(update={"roles": roles})
 
-    def identity(self, roles: list[str], **extra: Any) -> str:
-        """Hash of the settings of some roles that change their output (not concurrency, keys or ports)."""
-        payload = {"roles": {name: self.roles[name].identity() for name in sorted(roles)}, **extra}
+    def stage_identity(self, stage: str, roles: Sequence[str]) -> str:
+        """Hash of what changes a stage's output: its roles' endpoints and the knobs of its identity.
+
+        Never keys, ports or concurrency.
+        """
+        payload: dict[str, Any] = {"roles": {name: self.roles[name].identity() for name in sorted(roles)}}
+        payload |= {k.name: getattr(self, k.name) for k in GLOBAL_KNOBS if stage in k.identity}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def public(self) -> dict[str, Any]:
@@ -146,39 +222,137 @@ class Settings(BaseModel):
             "prompts_dir": str(self.prompts_dir),
         }
 
-    def stage_identity(self, stage: str, roles: list[str]) -> str:  # INTERIM
-        if stage == "generate":
-            return self.generation_identity()
-        if stage == "dpo":
-            return self.identity(roles, k=self.dpo_attempts, max_score=self.dpo_max_score)
-        return self.identity(roles)
 
-    def generation_identity(self) -> str:
-        """The identity of stages 1-3: intent, drafter and deliberation agents, and the budget."""
-        roles = ["intent", "drafter", *self.agent_roles]
-        return self.identity(
-            roles, agents=self.agents, max_rounds=self.max_rounds, max_prompt_chars=self.max_prompt_chars
+@dataclass(frozen=True)
+class Knob:
+    """One row of the settings table, read from a knob() field of Settings or Endpoint."""
+
+    name: str  # attribute of Settings (global knob) or Endpoint (endpoint knob)
+    key: str  # config-file key, Options field and CLI dest
+    endpoint: bool  # per role: [endpoint] / [roles.NAME] in a config file, every role from CLI/env
+    info: FieldInfo  # type, default, bounds and help
+    flag: str | None  # CLI flag (None: config file, environment and Options only)
+    env: str | None  # environment variable
+    identity: tuple[str, ...]  # stages whose identity includes the value (EVERY_STAGE: all using the role)
+    stages: tuple[str, ...]  # CLI: only commands running one of these stages (empty: every command)
+    embedded: Any  # default when the embedded model serves (None: the same as default)
+
+    @property
+    def default(self) -> Any:
+        return self.info.default
+
+    @property
+    def bounds(self) -> dict[str, float]:
+        """The bounds by annotated_types name (ge, gt, le, lt)."""
+        names = ("ge", "gt", "le", "lt")
+        return {n: getattr(m, n) for m in self.info.metadata for n in names if hasattr(m, n)}
+
+    @property
+    def bounds_text(self) -> str:
+        words = {"ge": "at least", "gt": "more than", "le": "at most", "lt": "less than"}
+        return "must be " + " and ".join(f"{words[n]} {v}" for n, v in self.bounds.items())
+
+    @property
+    def help(self) -> str:
+        """The help text: description, default and environment variable."""
+        default = self.default
+        if isinstance(default, Path) and default.is_relative_to(PROJECT_ROOT):
+            default = default.relative_to(PROJECT_ROOT)
+        parts = [f"default {default}"] if default is not None else []
+        parts += [f"embedded model: {self.embedded}"] if self.embedded not in (None, self.default) else []
+        parts += [f"env {self.env}"] if self.env else []
+        return f"{self.info.description} ({'; '.join(parts)})" if parts else str(self.info.description)
+
+    @property
+    def secret_like(self) -> bool:
+        """Values never echoed in messages."""
+        return "api_key" in self.name
+
+    def default_for(self, embedded: EmbeddedSettings | None) -> Any:
+        """The default; `embedded` given when the embedded model serves (the role, or any role)."""
+        if embedded is None or self.embedded is None:
+            return self.default
+        if self.embedded == FITS_CONTEXT:
+            return max(1000, (embedded.n_ctx - 3000) * 3)
+        return self.embedded
+
+
+def _table(model: type[BaseModel], endpoint: bool) -> tuple[Knob, ...]:
+    """The knob() fields of a model, in declaration order."""
+    rows = []
+    for name, info in model.model_fields.items():
+        meta = cast(Any, info.json_schema_extra)
+        if isinstance(meta, dict) and meta.get("knob"):
+            identity, stages = tuple(meta["identity"]), tuple(meta["stages"])
+            key, flag, env, embedded = meta["key"] or name, meta["flag"], meta["env"], meta["embedded"]
+            rows.append(Knob(name, key, endpoint, info, flag, env, identity, stages, embedded))
+    return tuple(rows)
+
+
+GLOBAL_KNOBS = _table(Settings, endpoint=False)
+ENDPOINT_KNOBS = _table(Endpoint, endpoint=True)
+KNOBS = GLOBAL_KNOBS + ENDPOINT_KNOBS
+_BY_KEY = {k.key: k for k in KNOBS}
+EMBEDDED_DEFAULTS = {k.name: k.embedded for k in ENDPOINT_KNOBS if k.embedded is not None}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _optional_model(name: str, knobs: Iterable[Knob]) -> Any:
+    """An all-optional model of some knobs by config key, with their types, bounds and help."""
+    fields: dict[str, Any] = {
+        k.key: (
+            cast(Any, k.info.annotation) | None,
+            FieldInfo.merge_field_infos(k.info, default=None, json_schema_extra=None),
         )
+        for k in knobs
+    }
+    return create_model(name, __base__=_Strict, **fields)
 
 
-class FileConfig(BaseModel):
-    """The schema of a TOML config file."""
+_KnobValues: Any = _optional_model("_KnobValues", KNOBS)
+_FileValues: Any = _optional_model("_FileValues", GLOBAL_KNOBS)
+_EndpointValues: Any = _optional_model("_EndpointValues", ENDPOINT_KNOBS)
 
-    model_config = ConfigDict(extra="forbid")
 
-    agents: int | None = Field(None, ge=1, le=16)
-    max_rounds: int | None = Field(None, ge=1, le=50)
-    concurrency: int | None = Field(None, ge=1, le=1024)
-    dpo_attempts: int | None = Field(None, ge=1, le=20)
-    dpo_max_score: int | None = Field(None, ge=1, le=4)
-    max_prompt_chars: int | None = Field(None, ge=100)
-    partition_retries: int | None = Field(None, ge=0, le=10)
-    partition_retry_delay: float | None = Field(None, ge=0)
-    policies: Path | None = None
-    prompts: Path | None = None
+class EndpointSpec(_EndpointValues):
+    """Endpoint knobs as written in a config file or given as options; every field optional."""
+
+
+class FileConfig(_FileValues):
+    """The schema of a TOML config file: the global knobs, [endpoint], [roles.NAME] and [embedded]."""
+
     endpoint: EndpointSpec = EndpointSpec()
-    roles: dict[str, EndpointSpec] = {}
+    roles: dict[str, EndpointSpec] = Field(default_factory=dict)
     embedded: EmbeddedSettings = EmbeddedSettings()
+
+
+Label = Callable[[tuple[int | str, ...]], str]
+
+
+def _describe(exc: ValidationError, label: Label) -> str:
+    """One line: each error as `label: reason`, bounds in the table's words."""
+    parts = []
+    for err in exc.errors():
+        knob = _BY_KEY.get(str(err["loc"][-1])) if err["loc"] else None
+        bound = err["type"] in ("greater_than_equal", "greater_than", "less_than_equal", "less_than")
+        parts.append(f"{label(err['loc'])}: {knob.bounds_text if knob and bound else err['msg']}")
+    return "; ".join(parts)
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def _validated(raw: Mapping[str, Any], label: Label) -> dict[str, Any]:
+    """Validate knob values by config key; None values are not given."""
+    given = {k: v for k, v in raw.items() if v is not None}
+    try:
+        return _KnobValues.model_validate(given).model_dump(exclude_none=True)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, label)) from None
 
 
 def read_config_file(path: Path) -> FileConfig:
@@ -192,34 +366,22 @@ def read_config_file(path: Path) -> FileConfig:
     try:
         config = FileConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {_describe(exc)}") from exc
+        raise ConfigError(f"{path}: {_describe(exc, _dotted)}") from None
     base = path.resolve().parent
-    return config.model_copy(
-        update={
-            "policies": base / config.policies if config.policies else None,
-            "prompts": base / config.prompts if config.prompts else None,
-        }
-    )
+    paths = {k.key: base / value for k in GLOBAL_KNOBS if isinstance(value := getattr(config, k.key), Path)}
+    return config.model_copy(update=paths)
 
 
-def _describe(exc: ValidationError) -> str:
-    parts = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
-    return "; ".join(parts)
+def _from_environment(env: Mapping[str, str]) -> dict[str, Any]:
+    """The knobs set in the environment (empty variables are not set), by config key."""
+    raw = {k.key: env[k.env] for k in KNOBS if k.env and env.get(k.env)}
+    if "api_key_env" not in raw and env.get("OPENAI_API_KEY"):
+        raw["api_key_env"] = "OPENAI_API_KEY"
+    return _validated(raw, lambda loc: f"environment {_BY_KEY[str(loc[0])].env}")
 
 
-T = TypeVar("T")
-
-
-def _first(value: T | None, default: T) -> T:
-    return default if value is None else value
-
-
-def _env_endpoint(env: Mapping[str, str]) -> EndpointSpec:
-    return EndpointSpec(
-        base_url=env.get("OPENAI_BASE_URL") or None,
-        model=env.get("AIDSAFE_MODEL") or None,
-        api_key_env="OPENAI_API_KEY" if env.get("OPENAI_API_KEY") else None,
-    )
+def _endpoint_part(values: Mapping[str, Any]) -> EndpointSpec:
+    return EndpointSpec(**{k.key: values[k.key] for k in ENDPOINT_KNOBS if k.key in values})
 
 
 def _merge(*specs: EndpointSpec) -> EndpointSpec:
@@ -230,13 +392,17 @@ def _merge(*specs: EndpointSpec) -> EndpointSpec:
     return EndpointSpec(**merged)
 
 
+def _secret_block(name: str) -> str:
+    from prefect.blocks.system import Secret
+
+    return str(Secret.load(name, _sync=True).get())  # type: ignore[call-arg,union-attr]
+
+
 def _api_key(role: str, spec: EndpointSpec, env: Mapping[str, str]) -> str:
     """The key from a Prefect Secret block, the named environment variable, or OPENAI_API_KEY."""
     if spec.api_key_block:
-        from prefect.blocks.system import Secret
-
         try:
-            return str(Secret.load(spec.api_key_block, _sync=True).get())  # type: ignore[call-arg,union-attr]
+            return _secret_block(spec.api_key_block)
         except ValueError as exc:
             raise ConfigError(f"role {role}: Prefect Secret block {spec.api_key_block!r} not found") from exc
     if spec.api_key_env and spec.api_key_env not in env:
@@ -254,13 +420,7 @@ def _resolve(role: str, spec: EndpointSpec, env: Mapping[str, str]) -> Endpoint:
         values = spec.model_dump(
             exclude_none=True, exclude={"base_url", "model", "api_key_env", "api_key_block"}
         )
-        return Endpoint(
-            base_url=None,
-            model=EMBEDDED_MODEL_NAME,
-            api_key=SecretStr("embedded"),
-            embedded=True,
-            **(EMBEDDED_DEFAULTS | values),
-        )
+        return Endpoint(api_key=SecretStr("embedded"), embedded=True, **(EMBEDDED_DEFAULTS | values))
     if not spec.model:
         raise ConfigError(
             f"role {role}: endpoint {spec.base_url} has no model: "
@@ -268,27 +428,37 @@ def _resolve(role: str, spec: EndpointSpec, env: Mapping[str, str]) -> Endpoint:
         )
     key = _api_key(role, spec, env)
     host = urlparse(spec.base_url).hostname or ""
-    values = spec.model_dump(exclude_none=True, exclude={"api_key_env", "api_key_block"})
+    values = spec.model_dump(exclude_none=True)
     is_openai = host == "openai.com" or host.endswith(".openai.com")
     values.setdefault("max_tokens_field", "max_completion_tokens" if is_openai else "max_tokens")
     return Endpoint(api_key=SecretStr(key), **values)
 
 
-def _default_max_chars(roles: dict[str, Endpoint], embedded: EmbeddedSettings) -> int:
-    """With the embedded model, what fits its context beside the policies (about 3 chars a token)."""
-    if any(e.embedded for e in roles.values()):
-        return max(1000, (embedded.n_ctx - 3000) * 3)
-    return 32000
-
-
-def _role_spec(name: str, file: FileConfig, cli: EndpointSpec, env: Mapping[str, str]) -> EndpointSpec:
+def _role_spec(name: str, file: FileConfig, cli: EndpointSpec, env: EndpointSpec) -> EndpointSpec:
     """Explicit values, then the role's own config, its fallback role's, the file default, the environment."""
     chain = [file.roles.get(name, EndpointSpec())]
     fallback = ROLE_FALLBACK.get(name)
     while fallback:
         chain.append(file.roles.get(fallback, EndpointSpec()))
         fallback = ROLE_FALLBACK.get(fallback)
-    return _merge(cli, *chain, file.endpoint, _env_endpoint(env))
+    return _merge(cli, *chain, file.endpoint, env)
+
+
+def _roles(
+    agents: int, file: FileConfig, layers: Sequence[Mapping[str, Any]], env: Mapping[str, str]
+) -> dict[str, Endpoint]:
+    """The endpoint of every role; layers are the explicit values, the file's and the environment's."""
+    names = [*FIXED_ROLES, *(f"agent{i}" for i in range(1, agents + 1))]
+    unknown = set(file.roles) - set(names)
+    if unknown:
+        raise ConfigError(f"unknown role(s) {sorted(unknown)}; roles are {names}")
+    cli, env_spec = _endpoint_part(layers[0]), _endpoint_part(layers[-1])
+    return {name: _resolve(name, _role_spec(name, file, cli, env_spec), env) for name in names}
+
+
+def _pick(knob: Knob, layers: Sequence[Mapping[str, Any]], default: Any) -> Any:
+    """The value of the first layer that sets the knob, else the default."""
+    return next((layer[knob.key] for layer in layers if knob.key in layer), default)
 
 
 def load_settings(
@@ -299,80 +469,66 @@ def load_settings(
 ) -> Settings:
     """Resolve the settings of a run.
 
-    overrides: explicit values, keys agents, max_rounds, concurrency, policies, prompts, and the
-    endpoint fields base_url, model, max_tokens, temperature (applied to every role).
+    overrides: explicit values by config key (any knob of the table; endpoint knobs apply to every role).
     """
     env = os.environ if env is None else env
     file = read_config_file(config_file) if config_file else FileConfig()
-    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    given = _validated(overrides or {}, lambda loc: f"option {_dotted(loc)}")
+    from_file = file.model_dump(exclude_none=True, include={k.key for k in GLOBAL_KNOBS})
+    layers = (given, from_file, _from_environment(env))
+    roles = _roles(_pick(_BY_KEY["agents"], layers, _BY_KEY["agents"].default), file, layers, env)
+    embedded = file.embedded if any(e.embedded for e in roles.values()) else None
+    values = {k.name: _pick(k, layers, k.default_for(embedded)) for k in GLOBAL_KNOBS}
     try:
-        cli_endpoint = EndpointSpec(**{k: given[k] for k in EndpointSpec.model_fields if k in given})
-        agents = given.get("agents", _first(file.agents, 2))
-        role_names = [*FIXED_ROLES, *(f"agent{i}" for i in range(1, agents + 1))]
-        unknown = set(file.roles) - set(role_names)
-        if unknown:
-            raise ConfigError(f"unknown role(s) {sorted(unknown)}; roles are {role_names}")
-        roles = {name: _resolve(name, _role_spec(name, file, cli_endpoint, env), env) for name in role_names}
-        return Settings(
-            roles=roles,
-            agents=agents,
-            max_rounds=given.get("max_rounds", _first(file.max_rounds, 4)),
-            concurrency=given.get("concurrency", _first(file.concurrency, 4)),
-            dpo_attempts=given.get("dpo_attempts", _first(file.dpo_attempts, 3)),
-            dpo_max_score=given.get("dpo_max_score", _first(file.dpo_max_score, 2)),
-            max_prompt_chars=_first(file.max_prompt_chars, _default_max_chars(roles, file.embedded)),
-            partition_retries=_first(file.partition_retries, 2),
-            partition_retry_delay=_first(file.partition_retry_delay, 15.0),
-            policies_dir=Path(given.get("policies", file.policies or DEFAULT_POLICIES)),
-            prompts_dir=Path(given.get("prompts", file.prompts or DEFAULT_PROMPTS)),
-            embedded=file.embedded,
-        )
+        return Settings(roles=roles, embedded=file.embedded, **values)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from exc
+        raise ConfigError(_describe(exc, _dotted)) from None
 
 
-class Options(BaseModel):
-    """Explicit settings (CLI options or flow parameters); they beat the config file and the environment."""
+def _option_label(loc: tuple[int | str, ...]) -> str:
+    return f"option {_dotted(loc)}"
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+class Options(_KnobValues):
+    """Explicit settings (CLI options or flow parameters): any knob by config key, and the config file.
+
+    They beat the config file and the environment.
+    """
 
     config: Path | None = Field(None, description="TOML config file")
-    policies: Path | None = Field(None, description="Policy directory")
-    concurrency: int | None = Field(None, ge=1, description="Rows in flight per partition")
-    max_rounds: int | None = Field(None, ge=1, description="Deliberation budget in agent turns")
-    agents: int | None = Field(None, ge=1, description="Deliberation agents")
-    base_url: str | None = Field(None, description="OpenAI-compatible base URL for every role")
-    model: str | None = Field(None, description="Model name for every role")
-    max_tokens: int | None = Field(None, ge=16, description="Completion token limit per call")
-    dpo_attempts: int | None = Field(None, ge=1, description="Ear-whisperer attempts per row")
-    dpo_max_score: int | None = Field(
-        None, ge=1, le=4, description="Max policy faithfulness of a rejected CoT"
-    )
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _config_error(cls, data: Any, handler: ModelWrapValidatorHandler[Options]) -> Options:
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, _option_label)) from None
 
     def load(self, env: Mapping[str, str] | None = None) -> Settings:
         overrides = self.model_dump(exclude={"config"}, exclude_none=True)
         return load_settings(self.config, overrides=overrides, env=env)
 
 
-# INTERIM (replaced by the settings table): CLI options of the settings.
-_FLAGS = {"config": "--config", "policies": "--policies", "concurrency": "--concurrency",
-          "max_rounds": "--max-rounds", "agents": "--agents", "base_url": "--base-url", "model": "--model",
-          "max_tokens": "--max-tokens"}  # fmt: skip
+def add_setting_arguments(parser: argparse.ArgumentParser, stages: Collection[str]) -> None:
+    """Add --config and the flags of the global knobs and of the knobs of any of these stages.
+
+    Values stay strings: they are validated by options_from_args (a ConfigError naming the flag).
+    """
+    parser.add_argument("--config", metavar="FILE", help="TOML config file (roles, endpoints, budget)")
+    for k in KNOBS:
+        if k.flag and (not k.stages or set(k.stages) & set(stages)):
+            parser.add_argument(k.flag, dest=k.key, metavar=k.key.upper(), help=k.help)
 
 
-def add_setting_arguments(parser: Any, stages: Any) -> None:
-    for name, flag in _FLAGS.items():
-        parser.add_argument(flag, dest=name, help=f"{name}")
-    if "dpo" in stages:
-        parser.add_argument(
-            "--attempts", dest="dpo_attempts", help="ear-whisperer attempts per row (default 3)"
-        )
-        parser.add_argument("--max-policy-score", dest="dpo_max_score", help="max policy score of rejected")
+def options_from_args(namespace: argparse.Namespace) -> Options:
+    """The explicit settings given on the command line (attributes missing or None: not given)."""
+    raw = {k.key: getattr(namespace, k.key, None) for k in KNOBS if k.flag}
 
+    def label(loc: tuple[int | str, ...]) -> str:
+        knob = _BY_KEY[str(loc[0])]
+        return str(knob.flag) if knob.secret_like else f"{knob.flag} {raw[knob.key]}"
 
-def options_from_args(args: Any) -> Options:
-    names = [*_FLAGS, "dpo_attempts", "dpo_max_score"]
-    try:
-        return Options(**{n: getattr(args, n, None) for n in names})
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from exc
+    values = _validated(raw, label)
+    config = getattr(namespace, "config", None)
+    return Options(config=Path(config) if config else None, **values)

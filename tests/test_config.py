@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
@@ -10,18 +11,25 @@ from aidsafe.config import (
     DEFAULT_POLICIES,
     DEFAULT_PROMPTS,
     EMBEDDED_MODEL_NAME,
+    Options,
+    Settings,
+    add_setting_arguments,
     load_settings,
+    options_from_args,
     read_config_file,
 )
 from aidsafe.errors import ConfigError
 
 ROLES = ["intent", "drafter", "refiner", "grader", "baseline", "whisperer", "agent1", "agent2"]
+GENERATE_ROLES = ["intent", "drafter", "agent1", "agent2"]
 ENV = {
     "OPENAI_BASE_URL": "http://env.example:8000/v1",
     "AIDSAFE_MODEL": "env-model",
     "OPENAI_API_KEY": "sk-env",
 }
 SECRET = "sk-very-secret-value-123"
+# the generation identities of ENV and of the embedded default, computed before the settings table
+GENERATION_HASHES_BEFORE = ("f836eeb60ac544ab", "8b9e3e8d100614f4")
 
 
 def config(tmp_path: Path, text: str, name: str = "aidsafe.toml") -> Path:
@@ -200,33 +208,53 @@ def test_out_of_range_override_is_a_config_error() -> None:
         load_settings(None, overrides={"max_rounds": 0}, env={})
 
 
+def generation(settings: Settings) -> str:
+    return settings.stage_identity("generate", GENERATE_ROLES)
+
+
 def test_api_key_is_not_in_repr_nor_in_identity(tmp_path: Path) -> None:
     env = {**ENV, "OPENAI_API_KEY": SECRET}
     settings = load_settings(None, env=env)
     assert settings.roles["intent"].api_key.get_secret_value() == SECRET
     assert SECRET not in repr(settings)
     assert SECRET not in str(settings)
-    assert SECRET not in settings.generation_identity()
+    assert SECRET not in generation(settings)
 
 
 def test_identity_changes_with_model_and_max_rounds() -> None:
-    base = load_settings(None, env=ENV).generation_identity()
-    other_model = load_settings(None, overrides={"model": "other"}, env=ENV).generation_identity()
-    more_rounds = load_settings(None, overrides={"max_rounds": 7}, env=ENV).generation_identity()
-    assert len({base, other_model, more_rounds}) == 3
+    base = generation(load_settings(None, env=ENV))
+    other_model = generation(load_settings(None, overrides={"model": "other"}, env=ENV))
+    more_rounds = generation(load_settings(None, overrides={"max_rounds": 7}, env=ENV))
+    longer_prompts = generation(load_settings(None, overrides={"max_prompt_chars": 999}, env=ENV))
+    assert len({base, other_model, more_rounds, longer_prompts}) == 4
 
 
 def test_identity_ignores_concurrency_and_api_key() -> None:
-    base = load_settings(None, env=ENV).generation_identity()
-    assert load_settings(None, overrides={"concurrency": 64}, env=ENV).generation_identity() == base
-    assert load_settings(None, env={**ENV, "OPENAI_API_KEY": "sk-other"}).generation_identity() == base
+    base = generation(load_settings(None, env=ENV))
+    assert generation(load_settings(None, overrides={"concurrency": 64}, env=ENV)) == base
+    assert generation(load_settings(None, env={**ENV, "OPENAI_API_KEY": "sk-other"})) == base
 
 
 def test_identity_ignores_the_port_of_embedded_roles() -> None:
     settings = load_settings(None, env={})
-    one = settings.with_embedded_url("http://127.0.0.1:41001/v1").generation_identity()
-    two = settings.with_embedded_url("http://127.0.0.1:41002/v1").generation_identity()
-    assert one == two == settings.generation_identity()
+    one = generation(settings.with_embedded_url("http://127.0.0.1:41001/v1"))
+    two = generation(settings.with_embedded_url("http://127.0.0.1:41002/v1"))
+    assert one == two == generation(settings)
+
+
+def test_dpo_knobs_change_only_the_dpo_identity() -> None:
+    roles = ["whisperer", "drafter", "grader"]
+    base = load_settings(None, env=ENV)
+    more = load_settings(None, overrides={"dpo_attempts": 5, "dpo_max_score": 3}, env=ENV)
+    assert base.stage_identity("dpo", roles) != more.stage_identity("dpo", roles)
+    assert generation(base) == generation(more)
+    assert base.stage_identity("grade", ["grader"]) == more.stage_identity("grade", ["grader"])
+
+
+def test_generation_knobs_do_not_change_other_stages() -> None:
+    base = load_settings(None, env=ENV)
+    more = load_settings(None, overrides={"max_rounds": 9, "max_prompt_chars": 999}, env=ENV)
+    assert base.stage_identity("refine", ["refiner"]) == more.stage_identity("refine", ["refiner"])
 
 
 def test_max_tokens_field_is_max_completion_tokens_for_openai() -> None:
@@ -293,5 +321,72 @@ def test_refiner_settings_do_not_change_the_generation_identity(tmp_path: Path) 
     )
     with_refiner = load_settings(config, env={})
     plain = load_settings(None, overrides={"base_url": "http://h:1/v1", "model": "base"}, env={})
-    assert with_refiner.generation_identity() == plain.generation_identity()
-    assert with_refiner.identity(["refiner"]) != plain.identity(["refiner"])
+    assert generation(with_refiner) == generation(plain)
+    assert with_refiner.stage_identity("refine", ["refiner"]) != plain.stage_identity("refine", ["refiner"])
+
+
+def test_the_generation_identity_hash_is_unchanged_by_the_settings_table() -> None:
+    # unchanged identities: finished generate partitions of earlier runs stay skipped
+    now = (generation(load_settings(None, env=ENV)), generation(load_settings(None, env={})))
+    assert now == GENERATION_HASHES_BEFORE
+
+
+def test_prompts_from_the_cli_and_the_environment() -> None:
+    parser = argparse.ArgumentParser()
+    add_setting_arguments(parser, ["generate"])
+    options = options_from_args(parser.parse_args(["--prompts", "/cli/prompts"]))
+    assert options.load(env={"AIDSAFE_PROMPTS": "/env/prompts"}).prompts_dir == Path("/cli/prompts")
+    assert load_settings(None, env={"AIDSAFE_PROMPTS": "/env/prompts"}).prompts_dir == Path("/env/prompts")
+
+
+def test_a_bad_flag_value_is_a_one_line_config_error_naming_the_flag() -> None:
+    parser = argparse.ArgumentParser()
+    add_setting_arguments(parser, ["generate"])
+    with pytest.raises(ConfigError) as info:
+        options_from_args(parser.parse_args(["--max-rounds", "0"]))
+    assert str(info.value) == "--max-rounds 0: must be at least 1 and at most 50"
+    with pytest.raises(ConfigError, match=r"^--agents two: .*integer"):
+        options_from_args(parser.parse_args(["--agents", "two"]))
+
+
+def test_a_bad_value_in_the_file_names_the_file_and_the_knob(tmp_path: Path) -> None:
+    path = config(tmp_path, "max_rounds = 0\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    assert str(info.value) == f"{path}: max_rounds: must be at least 1 and at most 50"
+
+
+def test_a_bad_environment_value_names_the_variable() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, env={"AIDSAFE_MAX_ROUNDS": "51"})
+    assert str(info.value) == "environment AIDSAFE_MAX_ROUNDS: must be at least 1 and at most 50"
+
+
+def test_bad_options_are_config_errors_not_validation_errors() -> None:
+    with pytest.raises(ConfigError, match=r"^option max_rounds: must be at least 1"):
+        Options(max_rounds=0)
+    with pytest.raises(ConfigError, match="api_key"):
+        Options(api_key="sk-x")  # there is no such option: keys come only from the environment
+
+
+def test_options_are_a_json_round_trip() -> None:
+    options = Options(config=Path("c.toml"), max_rounds=3, prompts=Path("p"))
+    assert Options.model_validate_json(options.model_dump_json()) == options
+
+
+def test_dpo_flags_only_for_commands_running_the_dpo_stage() -> None:
+    generate, dpo = argparse.ArgumentParser(), argparse.ArgumentParser()
+    add_setting_arguments(generate, ["generate", "refine"])
+    add_setting_arguments(dpo, ["dpo"])
+    assert "--attempts" not in generate.format_help() and "--max-policy-score" not in generate.format_help()
+    args = dpo.parse_args(["--attempts", "5", "--max-policy-score", "3"])
+    assert (args.dpo_attempts, args.dpo_max_score) == ("5", "3")
+    settings = options_from_args(args).load(env={})
+    assert (settings.dpo_attempts, settings.dpo_max_score) == (5, 3)
+
+
+def test_embedded_max_prompt_chars_follows_the_context_window(tmp_path: Path) -> None:
+    path = config(tmp_path, "[embedded]\nn_ctx = 8192\n")
+    assert load_settings(None, env={}).max_prompt_chars == (4096 - 3000) * 3
+    assert load_settings(path, env={}).max_prompt_chars == (8192 - 3000) * 3
+    assert load_settings(path, env=ENV).max_prompt_chars == 32000
