@@ -7,8 +7,9 @@ from aidsafe.partitions import RowRef
 from aidsafe.policies import PolicySet
 from aidsafe.prompts import PromptSet
 from aidsafe.runner import RowContext
+from aidsafe.schemas import Belief, Grades, Score
 from aidsafe.stages.dpo import DpoStage
-from graphs.schemas import Belief, Draft, Grades, Score
+from graphs.schemas import Draft
 from tests.conftest import ScriptedModel
 
 ROW = RowRef(

@@ -10,10 +10,11 @@ from langgraph.graph import END
 from pydantic import BaseModel, ValidationError
 
 from aidsafe.errors import StageFailed
+from aidsafe.schemas import Refinement
 from graphs.context import Context
 from graphs.graph import build_graph
 from graphs.routing import UnexpectedState, route_deliberation
-from graphs.schemas import Draft, Intent, IntentList, Refinement, Verdict
+from graphs.schemas import Draft, Intent, IntentList, Verdict
 from tests.conftest import ScriptedModel
 
 INTENTS = IntentList(intents=[Intent(description="Stop a running Python program.", kind="benign")])

@@ -12,9 +12,9 @@ from aidsafe.partitions import RowRef
 from aidsafe.policies import PolicySet
 from aidsafe.prompts import PromptSet
 from aidsafe.runner import RowContext
+from aidsafe.schemas import Grades, Refinement, RemovedThought, Score
 from aidsafe.stages.grade import GradeStage
 from aidsafe.stages.refine import RefineStage, apply_refinement, check_removals
-from graphs.schemas import Grades, Refinement, RemovedThought, Score
 from tests.conftest import ScriptedModel
 
 THOUGHTS = [
