@@ -189,7 +189,7 @@ async def _run(
     stage: Stage, job: PartitionJob, partition: Partition, prompts: PromptSet, progress: Progress | None
 ):
     async with openai.DefaultAsyncHttpxClient() as http_client:  # built inside the task's own event loop
-        models = build_roles(job.settings, http_client, stage.roles(job.settings))
+        models = build_roles(job.settings, http_client, prompts, stage.roles(job.settings))
         ctx = RowContext(models, prompts, job.settings, job.policies)
         return await process_rows(stage, partition.rows, ctx, progress)
 

@@ -8,6 +8,7 @@ from langgraph.runtime import Runtime
 from pydantic import BaseModel
 
 from aidsafe.errors import StageFailed
+from aidsafe.render import Value
 from graphs.context import Context
 from graphs.schemas import Draft, IntentList, Verdict
 from graphs.state import State, Turn, Usage
@@ -16,7 +17,7 @@ T = TypeVar("T", bound=BaseModel)
 
 
 async def _call(
-    runtime: Runtime[Context], role: str, stage: str, schema: type[T], data: dict[str, str]
+    runtime: Runtime[Context], role: str, stage: str, schema: type[T], data: dict[str, Value]
 ) -> tuple[T, dict[str, Usage]]:
     model = runtime.context.models[role]
     messages = runtime.context.prompts[stage].messages(**data)
@@ -27,20 +28,6 @@ async def _call(
     return result, {stage: usage}
 
 
-def format_intents(intents: list[dict[str, str]]) -> str:
-    return "\n".join(f"- [{i['kind']}] {i['description']}" for i in intents)
-
-
-def format_cot(thoughts: list[str]) -> str:
-    return "\n".join(f"{n}. {t}" for n, t in enumerate(thoughts, start=1))
-
-
-def format_history(log: list[Turn]) -> str:
-    if not log:
-        return "(no review yet)"
-    return "\n".join(f"turn {t['turn']} by {t['agent']}: {t['verdict']}: {t['feedback']}" for t in log)
-
-
 async def decompose_intents(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Stage 1: list the explicit and implicit intents of the prompt."""
     result, usage = await _call(runtime, "intent", "intent", IntentList, {"prompt": state["prompt"]})
@@ -49,7 +36,7 @@ async def decompose_intents(state: State, runtime: Runtime[Context]) -> dict[str
 
 async def draft(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Stage 2: the initial CoT and response from prompt, policies and intents."""
-    data = {"prompt": state["prompt"], "intents": format_intents(state["intents"])}
+    data: dict[str, Value] = {"prompt": state["prompt"], "intents": state["intents"]}
     result, usage = await _call(runtime, "drafter", "draft", Draft, data)
     return {
         "initial_cot": result.thoughts,
@@ -70,12 +57,12 @@ async def deliberate(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Stage 3, one turn: the next agent confirms completeness or revises CoT and response."""
     context = runtime.context
     agent = _next_agent(state, context)
-    data = {
+    data: dict[str, Value] = {
         "agent": agent,
         "prompt": state["prompt"],
-        "intents": format_intents(state["intents"]),
-        "history": format_history(state.get("deliberation_log", [])),
-        "cot": format_cot(state["cot"]),
+        "intents": state["intents"],
+        "history": state.get("deliberation_log", []),
+        "cot": state["cot"],
         "response": state["response"],
     }
     verdict, usage = await _call(runtime, agent, "deliberation", Verdict, data)

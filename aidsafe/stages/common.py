@@ -10,10 +10,6 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def numbered(thoughts: list[str]) -> str:
-    return "\n".join(f"{n}. {t}" for n, t in enumerate(thoughts, start=1))
-
-
 def as_list(value: Any) -> list[Any]:
     """A Parquet list value as a Python list (None as empty)."""
     return list(value) if value is not None else []

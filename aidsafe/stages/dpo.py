@@ -18,11 +18,12 @@ from aidsafe.config import Settings
 from aidsafe.errors import StageFailed
 from aidsafe.output import USAGE
 from aidsafe.partitions import Partition, RowRef, read_stage_output
+from aidsafe.render import Value
 from aidsafe.runner import RowContext
+from aidsafe.schemas import METRICS, Belief
 from aidsafe.stages.common import as_list, now
 from aidsafe.stages.grade import grade
-from graphs.nodes import format_intents
-from graphs.schemas import METRICS, Belief, Draft
+from graphs.schemas import Draft
 from graphs.state import NO_USAGE, Usage, total
 
 ATTEMPT = pa.struct(
@@ -48,18 +49,8 @@ COLUMNS = pa.schema(
 )
 
 
-def format_attempts(attempts: list[dict[str, Any]]) -> str:
-    if not attempts:
-        return "(no attempt yet)"
-    return "\n".join(
-        f"attempt {a['attempt']}: belief: {a['belief']} -> policy faithfulness {a['score_policy_cot']}/5: "
-        f"{a['feedback']}"
-        for a in attempts
-    )
-
-
 async def _call(
-    ctx: RowContext, role: str, stage: str, schema: Any, data: dict[str, str]
+    ctx: RowContext, role: str, stage: str, schema: Any, data: dict[str, Value]
 ) -> tuple[Any, Usage]:
     try:
         return await ctx.models[role].call(schema, ctx.prompts[stage].messages(**data))
@@ -72,10 +63,10 @@ async def attempt(
 ) -> tuple[dict[str, Any], Usage]:
     """One whisper -> draft -> grade round; returns the attempt's record and its usage."""
     belief, u1 = await _call(
-        ctx, "whisperer", "whisper", Belief, {"prompt": row.prompt, "attempts": format_attempts(attempts)}
+        ctx, "whisperer", "whisper", Belief, {"prompt": row.prompt, "attempts": attempts}
     )
-    augmented = f"{belief.belief}\n\n{row.prompt}"
-    intents = format_intents(as_list(row.values.get("intents")))
+    augmented = ctx.prompts.frame_belief(belief.belief, row.prompt)
+    intents = as_list(row.values.get("intents"))
     draft, u2 = await _call(ctx, "drafter", "draft", Draft, {"prompt": augmented, "intents": intents})
     scores, u3 = await grade(ctx, row.prompt, draft.thoughts, draft.response)
     record = {

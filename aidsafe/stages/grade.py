@@ -11,9 +11,10 @@ from aidsafe.config import Settings
 from aidsafe.errors import StageFailed
 from aidsafe.output import USAGE
 from aidsafe.partitions import Partition, RowRef, read_stage_output
+from aidsafe.render import Value
 from aidsafe.runner import RowContext
-from aidsafe.stages.common import as_list, now, numbered
-from graphs.schemas import METRICS, Grades
+from aidsafe.schemas import METRICS, Grades
+from aidsafe.stages.common import as_list, now
 from graphs.state import Usage
 
 SCORE_FIELDS = [
@@ -30,7 +31,7 @@ async def grade(
     ctx: RowContext, prompt: str, thoughts: list[str], response: str
 ) -> tuple[dict[str, Any], Usage]:
     """Score one CoT and response; the row's text goes to the grader as delimited data only."""
-    data = {"prompt": prompt, "cot": numbered(thoughts), "response": response}
+    data: dict[str, Value] = {"prompt": prompt, "cot": thoughts, "response": response}
     model = ctx.models["grader"]
     try:
         grades, usage = await model.call(Grades, ctx.prompts["grade"].messages(**data))

@@ -11,10 +11,10 @@ from aidsafe.config import Settings
 from aidsafe.errors import StageFailed
 from aidsafe.output import USAGE
 from aidsafe.partitions import Partition, RowRef, read_stage_output
+from aidsafe.render import Value
 from aidsafe.runner import RowContext
-from aidsafe.stages.common import as_list, now, numbered
-from graphs.nodes import format_history, format_intents
-from graphs.schemas import Refinement
+from aidsafe.schemas import Refinement
+from aidsafe.stages.common import as_list, now
 from graphs.state import Usage
 
 REMOVED = pa.struct([("number", pa.int32()), ("thought", pa.string()), ("reason", pa.string())])
@@ -71,11 +71,11 @@ class RefineStage:
     async def process(self, row: RowRef, ctx: RowContext) -> tuple[dict[str, Any], Usage]:
         values = row.values
         thoughts = [str(t) for t in as_list(values["cot"])]
-        data = {
+        data: dict[str, Value] = {
             "prompt": row.prompt,
-            "intents": format_intents(as_list(values["intents"])),
-            "history": format_history(as_list(values["deliberation_log"])),
-            "cot": numbered(thoughts),
+            "intents": as_list(values["intents"]),
+            "history": as_list(values["deliberation_log"]),
+            "cot": thoughts,
             "response": values["response"],
         }
         model = ctx.models["refiner"]
