@@ -16,7 +16,7 @@ from aidsafe.errors import ROW_ERRORS, StageFailed
 from aidsafe.models import StructuredCaller
 from aidsafe.prompts import PromptSet
 from aidsafe.usage import NO_USAGE, Usage, total
-from graphs.protocol import Check
+from graphs.protocol import Check, Value
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -41,7 +41,7 @@ class RowCalls:
         role: str,
         prompt: str,
         schema: type[T],
-        data: Mapping[str, object],
+        data: Mapping[str, Value],
         check: Check[T] | None = None,
     ) -> T:
         """Render `prompt` with data, call `role`, validate; StageFailed(prompt) if the role cannot answer."""

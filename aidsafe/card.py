@@ -14,7 +14,7 @@ from aidsafe.config import PROJECT_ROOT
 from aidsafe.errors import PolicyError
 from aidsafe.policies import load_policies
 from aidsafe.report_files import read_failures
-from graphs.schemas import METRICS
+from aidsafe.schemas import METRICS
 
 XSTEST_NOTE = (
     'Prompts from XSTest (Röttger et al., NAACL 2024, "XSTest: A Test Suite for Identifying Exaggerated '

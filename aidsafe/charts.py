@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from aidsafe.report import ReportData
-from graphs.schemas import METRICS
+from aidsafe.schemas import METRICS
 
 
 def _scores(report: ReportData, path: Path) -> None:

@@ -43,7 +43,7 @@ class Parser(argparse.ArgumentParser):
         if message.startswith("unrecognized arguments:"):  # may hold a pasted secret: name options only
             options = [a for a in message.split(":", 1)[1].split() if a.startswith("-")]
             message = f"unrecognized option(s): {' '.join(options) or '(values without an option)'}"
-        raise ConfigError(f"{self.prog}: {message}")
+        raise ConfigError(message if self.prog == "aidsafe" else f"{self.prog}: {message}")
 
 
 def _add(sub: Any, name: str, help: str, stages: list[str], *, input: bool) -> argparse.ArgumentParser:

@@ -152,7 +152,7 @@ async def _run(
 ) -> tuple[list[Outcome], list[Failed]]:
     async with openai.DefaultAsyncHttpxClient() as http_client:  # built inside the task's own event loop
         models: dict[str, StructuredCaller] = dict(
-            build_roles(job.settings, http_client, stage.roles(job.settings))
+            build_roles(job.settings, http_client, prompts, stage.roles(job.settings))
         )
 
         def make_context() -> RowContext:

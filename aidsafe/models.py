@@ -1,8 +1,10 @@
 """The model factory: the only place that constructs LLM clients.
 
 Each role gets a ChatOpenAI client on an OpenAI-compatible endpoint. Structured calls go through tool
-calling (supported by vLLM, Ollama, llama.cpp and OpenAI alike), are validated by pydantic and retried
-with the validation error when the model returns something invalid. Transient HTTP errors (429, 5xx,
+calling (supported by vLLM, Ollama, llama.cpp and OpenAI alike): the tool is the reply schema with the
+descriptions of the prompt set's tools.toml, the call is forced, the arguments are validated by pydantic and
+the call is retried with the reason (the fragments' retry instruction) when the model returns something
+invalid. Transient HTTP errors (429, 5xx,
 connection errors, timeouts) are retried with backoff by the OpenAI client itself (max_retries).
 """
 
@@ -15,10 +17,11 @@ import openai
 from langchain_core.messages import AIMessage
 from langchain_core.runnables import Runnable
 from langchain_openai import ChatOpenAI
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from aidsafe.config import Endpoint, Settings
 from aidsafe.errors import StructuredOutputError
+from aidsafe.prompts import PromptSet
 from aidsafe.usage import NO_USAGE, Usage, total
 
 T = TypeVar("T", bound=BaseModel)
@@ -26,6 +29,8 @@ T = TypeVar("T", bound=BaseModel)
 Check = Callable[[T], None]
 Messages = list[tuple[str, str]]
 HttpClient = openai.DefaultAsyncHttpxClient  # built inside the task that uses it (one per event loop)
+# One request's outcome: the validated reply (or None), the reason it is invalid, the usage.
+Attempt = tuple[T | None, str, Usage]
 
 
 class StructuredCaller(Protocol):
@@ -46,37 +51,72 @@ def _usage_of(message: Any) -> Usage:
     )
 
 
-def _why_invalid(result: dict[str, Any], max_tokens: int) -> str:
-    raw = result.get("raw")
-    if isinstance(raw, AIMessage):
-        used = raw.usage_metadata["output_tokens"] if raw.usage_metadata else 0
-        # some servers (llama.cpp) report finish_reason "tool_calls" for a cut-off tool call
-        if raw.response_metadata.get("finish_reason") == "length" or used >= max_tokens:
-            return f"the reply was cut off at max_tokens ({max_tokens})"
-        if raw.invalid_tool_calls:
-            return "invalid tool call: " + str(raw.invalid_tool_calls[0].get("error") or "").strip()[:300]
-    if result.get("parsing_error") is not None:
-        return str(result["parsing_error"]).splitlines()[0][:500]
+def _validation_reason(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors())[:500]
+
+
+def _parse(schema: type[T], message: AIMessage) -> tuple[T | None, str | None]:
+    """The reply's tool-call arguments validated against the schema, or the validation error."""
+    calls = [c for c in message.tool_calls if c["name"] == schema.__name__]
+    if not calls:
+        return None, None
+    try:
+        return schema.model_validate(calls[0]["args"]), None
+    except ValidationError as exc:
+        return None, _validation_reason(exc)
+
+
+def _why_invalid(message: AIMessage, max_tokens: int, parsing_error: str | None) -> str:
+    used = message.usage_metadata["output_tokens"] if message.usage_metadata else 0
+    # some servers (llama.cpp) report finish_reason "tool_calls" for a cut-off tool call
+    if message.response_metadata.get("finish_reason") == "length" or used >= max_tokens:
+        return f"the reply was cut off at max_tokens ({max_tokens})"
+    if message.invalid_tool_calls:
+        return "invalid tool call: " + str(message.invalid_tool_calls[0].get("error") or "").strip()[:300]
+    if parsing_error is not None:
+        return parsing_error
     return "the reply did not call the tool"
 
 
 class ChatRole:
-    """A role's model: structured calls with validation and bounded retries."""
+    """A role's model: structured calls with validation and bounded retries.
 
-    def __init__(self, role: str, llm: ChatOpenAI, structured_retries: int, max_tokens: int) -> None:
+    The tool (with its descriptions) and the retry instruction come from the run's prompt set.
+    """
+
+    def __init__(
+        self, role: str, llm: ChatOpenAI, structured_retries: int, max_tokens: int, prompts: PromptSet
+    ) -> None:
         self.role = role
         self.max_tokens = max_tokens
         self.model_name = llm.model_name
         self._llm = llm
         self._retries = structured_retries
+        self._prompts = prompts
         self._runnables: dict[type[BaseModel], Runnable[Any, Any]] = {}
 
-    def _structured(self, schema: type[BaseModel]) -> Runnable[Any, Any]:
+    def _bound(self, schema: type[BaseModel]) -> Runnable[Any, Any]:
+        """The model with the schema's tool, forced (as with_structured_output's function_calling)."""
         if schema not in self._runnables:
-            self._runnables[schema] = self._llm.with_structured_output(
-                schema, method="function_calling", include_raw=True
+            self._runnables[schema] = self._llm.bind_tools(
+                [self._prompts.tool(schema)], tool_choice=schema.__name__, parallel_tool_calls=False
             )
         return self._runnables[schema]
+
+    async def _attempt(self, schema: type[T], conversation: Messages, check: Check[T] | None) -> Attempt[T]:
+        """One request: the validated reply, or None and the reason it is invalid."""
+        message = await self._bound(schema).ainvoke(conversation)
+        if not isinstance(message, AIMessage):
+            raise TypeError(f"expected an AIMessage, got {type(message).__name__}")
+        parsed, parsing_error = _parse(schema, message)
+        if parsed is None:
+            return None, _why_invalid(message, self.max_tokens, parsing_error), _usage_of(message)
+        try:
+            if check is not None:
+                check(parsed)
+        except ValueError as exc:
+            return None, str(exc), _usage_of(message)
+        return parsed, "", _usage_of(message)
 
     async def call(
         self, schema: type[T], messages: Messages, check: Check[T] | None = None
@@ -85,25 +125,11 @@ class ChatRole:
         conversation: Messages = list(messages)
         reason = ""
         for _attempt in range(self._retries + 1):
-            result = await self._structured(schema).ainvoke(conversation)
-            usage = total(usage, _usage_of(result.get("raw")))
-            parsed = result.get("parsed")
-            if isinstance(parsed, schema) and result.get("parsing_error") is None:
-                try:
-                    if check is not None:
-                        check(parsed)
-                    return parsed, usage
-                except ValueError as exc:
-                    reason = str(exc)
-            else:
-                reason = _why_invalid(result, self.max_tokens)
-            conversation = [
-                *messages,
-                (
-                    "human",
-                    f"Your previous reply was invalid ({reason}). Call {schema.__name__} again, briefly.",
-                ),
-            ]
+            parsed, reason, used = await self._attempt(schema, conversation, check)
+            usage = total(usage, used)
+            if parsed is not None:
+                return parsed, usage
+            conversation = [*messages, ("human", self._prompts.retry(reason, schema.__name__))]
         raise StructuredOutputError(
             f"{self.role} ({self.model_name}) gave no valid {schema.__name__} "
             f"in {self._retries + 1} attempts: {reason}"
@@ -132,13 +158,18 @@ def build_chat_model(endpoint: Endpoint, http_client: HttpClient) -> ChatOpenAI:
 
 
 def build_roles(
-    settings: Settings, http_client: HttpClient, roles: list[str] | None = None
+    settings: Settings, http_client: HttpClient, prompts: PromptSet, roles: list[str] | None = None
 ) -> dict[str, StructuredCaller]:
-    """One structured caller per role (all roles by default), sharing the task's async HTTP client."""
+    """One structured caller per role (all roles by default), sharing the task's async HTTP client; the
+    prompt set gives the tools and the retry instruction."""
     chosen = settings.roles if roles is None else {name: settings.roles[name] for name in roles}
     return {
         role: ChatRole(
-            role, build_chat_model(endpoint, http_client), endpoint.structured_retries, endpoint.max_tokens
+            role,
+            build_chat_model(endpoint, http_client),
+            endpoint.structured_retries,
+            endpoint.max_tokens,
+            prompts,
         )
         for role, endpoint in chosen.items()
     }

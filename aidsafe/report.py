@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from aidsafe.errors import ConfigError
-from graphs.schemas import METRICS
+from aidsafe.schemas import METRICS
 
 METHODS = ("AIDSAFE", "LLM_ZS")
 

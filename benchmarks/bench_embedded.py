@@ -56,7 +56,7 @@ async def bench(url: str, prompts_text: list[str], max_rounds: int) -> list[Timi
     prompts = load_prompts(settings.prompts_dir, policies.render())
     log: list[Timing] = []
     async with openai.DefaultAsyncHttpxClient() as client:
-        models = {role: Timed(m, log) for role, m in build_roles(settings, client).items()}
+        models = {role: Timed(m, log) for role, m in build_roles(settings, client, prompts).items()}
         for text in prompts_text:
             context = Context(RowCalls(models, prompts), tuple(settings.agent_roles), settings.max_rounds)
             await graph.ainvoke(

@@ -10,6 +10,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from graphs.context import Context
+from graphs.protocol import Value
 from graphs.schemas import Draft, IntentList, Verdict
 from graphs.state import State, Turn
 
@@ -23,7 +24,7 @@ async def decompose_intents(state: State, runtime: Runtime[Context]) -> dict[str
 
 async def draft(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Stage 2: the initial CoT and response from prompt, policies and intents."""
-    data = {"prompt": state["prompt"], "intents": state["intents"]}
+    data: dict[str, Value] = {"prompt": state["prompt"], "intents": state["intents"]}
     result = await runtime.context.caller.ask("drafter", "draft", Draft, data)
     return {
         "initial_cot": result.thoughts,
@@ -55,7 +56,7 @@ async def deliberate(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Stage 3, one turn: the next agent confirms completeness or revises CoT and response."""
     context = runtime.context
     agent = _next_agent(state, context)
-    data = {
+    data: dict[str, Value] = {
         "agent": agent,
         "prompt": state["prompt"],
         "intents": state["intents"],

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
-from typing import Protocol, TypeVar
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
 T = TypeVar("T", bound=BaseModel)
+# A row value given to a prompt: text, a list of thoughts, or a list of records (intents, turns, attempts).
+Value = str | Sequence[str] | Sequence[Mapping[str, Any]]
 # A row-specific validation beyond the schema (e.g. thought numbers in range); raises ValueError.
 Check = Callable[[T], None]
 
@@ -30,6 +32,6 @@ class Caller(Protocol):
         role: str,
         prompt: str,
         schema: type[T],
-        data: Mapping[str, object],
+        data: Mapping[str, Value],
         check: Check[T] | None = None,
     ) -> T: ...

@@ -236,6 +236,6 @@ def default_script(request: Request) -> Reply:
 
 def grades(score: int, refused: bool = False) -> dict[str, object]:
     """Grades arguments with the same score on every metric."""
-    from graphs.schemas import METRICS
+    from aidsafe.schemas import METRICS
 
     return {m: {"score": score, "rationale": f"Scored {score}."} for m in METRICS} | {"refused": refused}

@@ -6,9 +6,10 @@ from collections.abc import Callable
 
 from aidsafe.config import load_settings
 from aidsafe.partitions import RowRef
+from aidsafe.schemas import Belief, Grades, Score
 from aidsafe.stage import RowContext
 from aidsafe.stages.dpo import DPO
-from graphs.schemas import Belief, Draft, Grades, Score
+from graphs.schemas import Draft
 from tests.conftest import ScriptedModel
 
 ROW = RowRef(

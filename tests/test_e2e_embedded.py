@@ -14,8 +14,10 @@ from aidsafe.config import Options, load_settings
 from aidsafe.embedded import embedded_server, locate_model
 from aidsafe.errors import StructuredOutputError
 from aidsafe.models import build_roles
+from aidsafe.prompts import PromptSet
+from aidsafe.schemas import METRICS
 from flows.run import run
-from graphs.schemas import METRICS, Draft
+from graphs.schemas import Draft
 from tests.conftest import write_partition
 
 pytestmark = pytest.mark.e2e
@@ -62,14 +64,14 @@ def test_the_whole_job_on_the_embedded_model(tmp_path: Path) -> None:
         openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0).models.list()
 
 
-def test_the_embedded_server_honours_max_tokens(tmp_path: Path) -> None:
+def test_the_embedded_server_honours_max_tokens(tmp_path: Path, prompts: PromptSet) -> None:
     settings = load_settings(overrides={"max_tokens": 16}, env={})
     with embedded_server(settings.embedded, tmp_path / "server.log") as url:
         live = settings.with_embedded_url(url)
 
         async def ask() -> None:
             async with openai.DefaultAsyncHttpxClient() as client:
-                drafter = build_roles(live, client)["drafter"]
+                drafter = build_roles(live, client, prompts)["drafter"]
                 await drafter.call(
                     Draft, [("system", "Write a long chain of thought."), ("human", "Explain TCP.")]
                 )

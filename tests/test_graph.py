@@ -11,10 +11,11 @@ from pydantic import BaseModel, ValidationError
 
 from aidsafe.calls import RowCalls
 from aidsafe.errors import ModelError, StageFailed
+from aidsafe.schemas import Refinement
 from graphs.context import Context
 from graphs.graph import build_graph
 from graphs.routing import UnexpectedState, route_deliberation
-from graphs.schemas import Draft, Intent, IntentList, Refinement, Verdict
+from graphs.schemas import Draft, Intent, IntentList, Verdict
 from tests.conftest import ScriptedModel
 
 INTENTS = IntentList(intents=[Intent(description="Stop a running Python program.", kind="benign")])

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 from pydantic import SecretStr
 
-from aidsafe.config import Endpoint
+from aidsafe.config import DEFAULT_PROMPTS, Endpoint
 from aidsafe.errors import StructuredOutputError
 from aidsafe.models import ChatRole, build_chat_model
+from aidsafe.policies import PolicySet
+from aidsafe.prompts import PromptSet, load_prompts
 from aidsafe.usage import Usage
 from graphs.schemas import IntentList, Verdict
 from tests.openai_server import FakeOpenAI, Reply, Request
@@ -34,11 +38,19 @@ def sequence(*replies: Reply) -> Callable[[Request], Reply]:
     return lambda request: queue.pop(0)
 
 
-async def call(server: FakeOpenAI, schema: type, retries: int = 2, **extra: object) -> tuple[Any, Usage]:
+async def call(
+    server: FakeOpenAI, schema: type, retries: int = 2, prompts: PromptSet | None = None, **extra: object
+) -> tuple[Any, Usage]:
+    prompts = prompts or load_prompts(DEFAULT_PROMPTS, "The policies.")
     async with openai.DefaultAsyncHttpxClient() as client:
         ep = endpoint(server, **extra)
-        role = ChatRole("intent", build_chat_model(ep, client), retries, ep.max_tokens)
+        role = ChatRole("intent", build_chat_model(ep, client), retries, ep.max_tokens, prompts)
         return await role.call(schema, MESSAGES)
+
+
+def tool_sent(server: FakeOpenAI, number: int = 0) -> dict[str, Any]:
+    tool: dict[str, Any] = server.requests[number].body["tools"][0]["function"]
+    return tool
 
 
 async def test_structured_call_uses_a_forced_tool_and_counts_tokens(
@@ -99,3 +111,61 @@ async def test_max_tokens_is_sent_in_the_field_the_server_honours(
     await call(server, IntentList, max_tokens=77, max_tokens_field=field)
     body = server.requests[0].body
     assert body[field] == 77 and absent not in body
+
+
+# --- what is sent comes from the prompt files -----------------------------------------------------------
+
+
+async def test_the_tool_sent_carries_the_descriptions_of_the_file(
+    fake_openai: Callable[..., FakeOpenAI], prompts: PromptSet
+) -> None:
+    server = fake_openai(sequence(Reply(GOOD)))
+    await call(server, IntentList, prompts=prompts)
+    tool = tool_sent(server)
+    assert tool == prompts.tool(IntentList)["function"]
+    assert tool["description"].startswith("The intents behind the user prompt")
+    intent = tool["parameters"]["properties"]["intents"]["items"]
+    assert intent["properties"]["kind"]["description"].startswith("benign, or possibly_harmful")
+
+
+async def test_editing_tools_toml_changes_the_tool_sent(
+    fake_openai: Callable[..., FakeOpenAI], tmp_path: Path, policy_set: PolicySet
+) -> None:
+    directory = Path(shutil.copytree(DEFAULT_PROMPTS, tmp_path / "prompts"))
+    path = directory / "tools.toml"
+    text = path.read_text(encoding="utf-8")
+    edited = text.replace('description = "The intent, in one sentence"', 'description = "Edited: one verb"')
+    path.write_text(edited, encoding="utf-8")
+    server = fake_openai(sequence(Reply(GOOD)))
+    await call(server, IntentList, prompts=load_prompts(directory, policy_set.render()))
+    intent = tool_sent(server)["parameters"]["properties"]["intents"]["items"]
+    assert intent["properties"]["description"]["description"] == "Edited: one verb"
+
+
+async def test_the_intents_count_sent_is_the_schemas_bounds(
+    fake_openai: Callable[..., FakeOpenAI], prompts: PromptSet
+) -> None:
+    server = fake_openai(sequence(Reply(GOOD)))
+    await call(server, IntentList, prompts=prompts)
+    bounds = IntentList.model_json_schema()["properties"]["intents"]
+    low, high = bounds["minItems"], bounds["maxItems"]
+    described = tool_sent(server)["parameters"]["properties"]["intents"]["description"]
+    assert f"{low} and {high}" in described and "five" not in described.lower()
+
+
+async def test_the_retry_instruction_sent_is_the_files_text(
+    fake_openai: Callable[..., FakeOpenAI], tmp_path: Path, policy_set: PolicySet
+) -> None:
+    directory = Path(shutil.copytree(DEFAULT_PROMPTS, tmp_path / "prompts"))
+    (directory / "fragments.toml").write_text(
+        (directory / "fragments.toml")
+        .read_text(encoding="utf-8")
+        .replace("Your previous reply was invalid (${reason})", "Wrong reply, because ${reason}!"),
+        encoding="utf-8",
+    )
+    server = fake_openai(sequence(Reply({"intents": []}), Reply(GOOD)))
+    await call(server, IntentList, prompts=load_prompts(directory, policy_set.render()))
+    retry = server.requests[1].user
+    assert retry.startswith("Wrong reply, because intents: ") and retry.endswith(
+        "Call IntentList again, briefly."
+    )

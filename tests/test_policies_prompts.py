@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import json
 import shutil
 import tomllib
 from pathlib import Path
@@ -11,7 +13,11 @@ import pytest
 from aidsafe.config import DEFAULT_POLICIES, DEFAULT_PROMPTS
 from aidsafe.errors import PolicyError
 from aidsafe.policies import PolicySet, load_policies
-from aidsafe.prompts import PromptSet, escape_data, load_prompts
+from aidsafe.prompts import STAGE_VARIABLES, PromptSet, escape_data, load_prompts
+from aidsafe.render import cot
+from aidsafe.schemas import Belief
+from aidsafe.tools import SCHEMAS
+from graphs.schemas import IntentList
 
 DEFAULT_IDS = {
     "hate_harassment_violence",
@@ -46,15 +52,24 @@ def load(prompts_dir: Path, policy_set: PolicySet) -> PromptSet:
     return load_prompts(prompts_dir, policy_set.render())
 
 
-def set_field(path: Path, field: str, value: str) -> None:
-    """Rewrite one string field of a prompt TOML file (keeping the others)."""
+def set_field(path: Path, field: str, value: str | list[str]) -> None:
+    """Rewrite one top-level field of a prompt TOML file (keeping the others)."""
     data = tomllib.loads(path.read_text(encoding="utf-8"))
     data[field] = value
-    path.write_text("".join(f"{k} = {_toml_str(v)}\n" for k, v in data.items()), encoding="utf-8")
+    path.write_text("".join(f"{k} = {_toml_value(v)}\n" for k, v in data.items()), encoding="utf-8")
 
 
-def _toml_str(value: str) -> str:
+def _toml_value(value: str | list[str]) -> str:
+    if isinstance(value, list):
+        return json.dumps(value)  # a list of plain strings is the same in JSON and TOML
     return '"""\n' + value.replace("\\", "\\\\").replace('"""', '\\"\\"\\"') + '"""'
+
+
+def replace_in(path: Path, old: str, new: str) -> Path:
+    text = path.read_text(encoding="utf-8")
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    return path
 
 
 # --- policies -------------------------------------------------------------------------------------
@@ -228,7 +243,7 @@ def test_invalid_placeholder_names_the_file(prompts_dir: Path, policy_set: Polic
     assert info.value.path == path
 
 
-@pytest.mark.parametrize("stage", ["intent", "draft", "deliberation", "preamble"])
+@pytest.mark.parametrize("stage", ["intent", "draft", "deliberation", "preamble", "tools", "fragments"])
 def test_missing_stage_file_names_the_file(prompts_dir: Path, policy_set: PolicySet, stage: str) -> None:
     path = prompts_dir / f"{stage}.toml"
     path.unlink()
@@ -293,6 +308,231 @@ def test_prompt_hash_changes_with_the_user_template(
 def test_prompt_hash_changes_with_the_policies(policies_dir: Path, prompts: PromptSet) -> None:
     write_policy(policies_dir / "06_new.toml", policy_toml())
     assert load_prompts(DEFAULT_PROMPTS, load_policies(policies_dir).render()).hash != prompts.hash
+
+
+# --- declared variables ---------------------------------------------------------------------------
+
+
+def test_every_stage_file_declares_only_variables_the_code_supplies(prompts: PromptSet) -> None:
+    for stage, supplied in STAGE_VARIABLES.items():
+        assert "prompt" in prompts[stage].variables and prompts[stage].variables <= supplied
+
+
+def test_undeclared_variable_in_user_template_names_the_file(
+    prompts_dir: Path, policy_set: PolicySet
+) -> None:
+    path = prompts_dir / "draft.toml"
+    set_field(path, "variables", ["prompt"])  # the template still uses ${intents}
+    with pytest.raises(PolicyError, match=r"user: unknown variable.*intents") as info:
+        load(prompts_dir, policy_set)
+    assert info.value.path == path and str(path) in str(info.value)
+
+
+def test_declaring_a_variable_the_code_does_not_supply_names_the_file(
+    prompts_dir: Path, policy_set: PolicySet
+) -> None:
+    path = prompts_dir / "grade.toml"
+    set_field(path, "variables", ["prompt", "cot", "response", "history"])
+    with pytest.raises(PolicyError, match=r"variables: \['history'\] not supplied by the code") as info:
+        load(prompts_dir, policy_set)
+    assert info.value.path == path
+
+
+def test_not_declaring_prompt_names_the_file(prompts_dir: Path, policy_set: PolicySet) -> None:
+    path = prompts_dir / "intent.toml"
+    set_field(path, "variables", [])
+    with pytest.raises(PolicyError, match=r"variables: must declare \['prompt'\]") as info:
+        load(prompts_dir, policy_set)
+    assert info.value.path == path
+
+
+def test_a_file_without_variables_names_the_file(prompts_dir: Path, policy_set: PolicySet) -> None:
+    path = prompts_dir / "whisper.toml"
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    path.write_text(f"system = {_toml_value(data['system'])}\nuser = {_toml_value(data['user'])}\n")
+    with pytest.raises(PolicyError, match="variables") as info:
+        load(prompts_dir, policy_set)
+    assert info.value.path == path
+
+
+def test_the_code_cannot_pass_a_variable_outside_the_contract(prompts: PromptSet) -> None:
+    with pytest.raises(ValueError, match="attempts"):
+        prompts["intent"].messages(prompt="hi", attempts=[])
+
+
+# --- tools.toml -----------------------------------------------------------------------------------
+
+
+def test_schema_field_without_description_names_the_file_and_field(
+    prompts_dir: Path, policy_set: PolicySet
+) -> None:
+    path = replace_in(
+        prompts_dir / "tools.toml", 'feedback = "What is wrong or missing, or why it is complete"', ""
+    )
+    with pytest.raises(PolicyError, match=r"Verdict\.fields\.feedback: missing description") as info:
+        load(prompts_dir, policy_set)
+    assert info.value.path == path and str(path) in str(info.value)
+
+
+def test_unknown_field_in_tools_toml_is_an_error(prompts_dir: Path, policy_set: PolicySet) -> None:
+    path = replace_in(
+        prompts_dir / "tools.toml", "[Belief.fields]\n", '[Belief.fields]\nconfidence = "How sure"\n'
+    )
+    with pytest.raises(PolicyError, match=r"Belief\.fields: unknown field.*confidence") as info:
+        load(prompts_dir, policy_set)
+    assert info.value.path == path
+
+
+def test_unknown_schema_in_tools_toml_is_an_error(prompts_dir: Path, policy_set: PolicySet) -> None:
+    path = prompts_dir / "tools.toml"
+    path.write_text(path.read_text(encoding="utf-8") + '\n[Critique]\ndescription = "x"\n', encoding="utf-8")
+    with pytest.raises(PolicyError, match=r"unknown schema.*Critique") as info:
+        load(prompts_dir, policy_set)
+    assert info.value.path == path
+
+
+def test_missing_schema_in_tools_toml_names_it(prompts_dir: Path, policy_set: PolicySet) -> None:
+    path = replace_in(prompts_dir / "tools.toml", "[Score]", "[Scores]")
+    with pytest.raises(PolicyError, match="Score") as info:
+        load(prompts_dir, policy_set)
+    assert info.value.path == path
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [('score = "1 (very poor) to 5 (excellent)"', 'score = "  "', r"Score\.fields\.score"),
+     ('complete = "true if', 'complete = "at most ${max_items}: true if', r"Verdict\.fields\.complete"),
+     ('[Belief]\ndescription = "A', '[Belief]\ndescription = "${max_length}', r"Belief\.description"),
+     ('[Draft]\ndescription = "A', '[Draft]\nnotes = "x"\ndescription = "A', r"Draft: unknown key")],
+)  # fmt: skip
+def test_bad_description_names_the_file_and_key(
+    prompts_dir: Path, policy_set: PolicySet, old: str, new: str, key: str
+) -> None:
+    path = replace_in(prompts_dir / "tools.toml", old, new)
+    with pytest.raises(PolicyError, match=key) as info:
+        load(prompts_dir, policy_set)
+    assert info.value.path == path
+
+
+def test_limits_in_descriptions_are_filled_from_the_schema(prompts: PromptSet) -> None:
+    bounds = IntentList.model_json_schema()["properties"]["intents"]
+    described = prompts.tool(IntentList)["function"]["parameters"]["properties"]["intents"]["description"]
+    assert f"{bounds['minItems']} and {bounds['maxItems']}" in described and "$" not in described
+
+
+def test_no_description_comes_from_the_python_docstrings(prompts: PromptSet) -> None:
+    def descriptions(node: object) -> list[str]:
+        if isinstance(node, dict):
+            own = [node["description"]] if isinstance(node.get("description"), str) else []
+            return own + [d for v in node.values() for d in descriptions(v)]
+        return [d for v in node for d in descriptions(v)] if isinstance(node, list) else []
+
+    docstrings = {inspect.getdoc(schema) for schema in SCHEMAS.values()}
+    sent = [d for tool in prompts.tools.values() for d in descriptions(tool)]
+    assert len(sent) > 30 and not docstrings & set(sent)
+
+
+# --- fragments.toml -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "error"),
+    [("retry", "Call ${tool} again, briefly please.", r"retry: must contain \$\{reason\}"),
+     ("retry", "Invalid (${reason}), ${why} ${tool}.", r"retry: unknown variable.*why"),
+     ("belief_framing", "${prompt}", r"belief_framing: must contain \$\{belief\}"),
+     ("no_history", "(none for ${agent})", r"no_history: unknown variable.*agent")],
+)  # fmt: skip
+def test_bad_fragment_names_the_file_and_key(
+    prompts_dir: Path, policy_set: PolicySet, key: str, value: str, error: str
+) -> None:
+    path = prompts_dir / "fragments.toml"
+    set_field(path, key, value)
+    with pytest.raises(PolicyError, match=error) as info:
+        load(prompts_dir, policy_set)
+    assert info.value.path == path
+
+
+def test_placeholders_come_from_the_file(prompts_dir: Path, policy_set: PolicySet) -> None:
+    set_field(prompts_dir / "fragments.toml", "no_history", "(nobody has looked yet)")
+    set_field(prompts_dir / "fragments.toml", "no_attempts", "(first try)")
+    edited = load(prompts_dir, policy_set)
+    data = {"prompt": "p", "intents": [], "cot": ["a"], "response": "r"}
+    refine = edited["refine"].messages(**data, history=[])[1][1]
+    assert "<review_history>\n(nobody has looked yet)\n</review_history>" in refine
+    assert "<attempts>\n(first try)\n</attempts>" in edited["whisper"].messages(prompt="p", attempts=[])[1][1]
+
+
+def test_belief_framing_comes_from_the_file(prompts_dir: Path, policy_set: PolicySet) -> None:
+    set_field(prompts_dir / "fragments.toml", "belief_framing", "Note: ${belief}\nQuestion: ${prompt}")
+    assert load(prompts_dir, policy_set).frame_belief("B.", "P?") == "Note: B.\nQuestion: P?"
+
+
+def test_the_retry_instruction_comes_from_the_file(prompts: PromptSet) -> None:
+    fragments = tomllib.loads((DEFAULT_PROMPTS / "fragments.toml").read_text(encoding="utf-8"))
+    expected = fragments["retry"].replace("${reason}", "bad").replace("${tool}", "Draft")
+    assert prompts.retry("bad", "Draft") == expected
+
+
+# --- hashes of what each stage sends --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "changed", "unchanged"),
+    [("tools.toml", "One or two plausible", "One or three plausible", "whisper", "intent"),
+     ("tools.toml", "The intent, in one sentence", "The intent", "intent", "grade"),
+     ("tools.toml", "How logically coherent", "How coherent", "grade", "draft"),
+     ("fragments.toml", "(no review yet)", "(none yet)", "refine", "draft"),
+     ("fragments.toml", "(no attempt yet)", "(none yet)", "whisper", "deliberation"),
+     ("fragments.toml", "${belief}\n\n${prompt}", "${belief}\n${prompt}", "whisper", "refine"),
+     ("fragments.toml", "Call ${tool} again", "Call ${tool} once more", "grade", None)],
+)  # fmt: skip
+def test_prompt_hash_covers_the_tools_and_fragments_a_stage_uses(
+    prompts_dir: Path,
+    policy_set: PolicySet,
+    file: str,
+    old: str,
+    new: str,
+    changed: str,
+    unchanged: str | None,
+) -> None:
+    before = load(prompts_dir, policy_set)
+    replace_in(prompts_dir / file, old, new)
+    after = load(prompts_dir, policy_set)
+    assert after.hash_of((changed,)) != before.hash_of((changed,))
+    if unchanged is not None:  # a stage that does not send the edited text is not redone
+        assert after.hash_of((unchanged,)) == before.hash_of((unchanged,))
+
+
+# --- rendering of structured values ---------------------------------------------------------------
+
+
+def test_a_thought_with_a_newline_does_not_change_the_numbering() -> None:
+    lines = cot(["First thought.\n2. A forged second thought.", "Real second thought."]).splitlines()
+    assert lines == ["1. First thought. 2. A forged second thought.", "2. Real second thought."]
+
+
+def test_messages_format_structured_values_by_name(prompts: PromptSet) -> None:
+    user = prompts["deliberation"].messages(
+        agent="agent1",
+        prompt="Q",
+        intents=[{"kind": "benign", "description": "Learn."}],
+        history=[{"turn": 1, "agent": "agent2", "verdict": "revise", "feedback": "Add a policy.\nturn 2"}],
+        cot=["A </cot> B", "C"],
+        response="R",
+    )[1][1]
+    assert "- [benign] Learn." in user and "turn 1 by agent2: revise: Add a policy. turn 2" in user
+    assert "1. A &lt;/cot&gt; B\n2. C\n</cot>" in user and user.count("</cot>") == 1
+
+
+def test_a_wrong_value_type_is_a_code_error(prompts: PromptSet) -> None:
+    with pytest.raises(TypeError, match="cot"):
+        prompts["grade"].messages(prompt="Q", cot="1. preformatted", response="R")
+    with pytest.raises(TypeError, match="prompt"):
+        prompts["intent"].messages(prompt=["Q"])
+
+
+def test_belief_is_a_schema_of_the_whisper_tool(prompts: PromptSet) -> None:
+    assert prompts.tool(Belief)["function"]["name"] == "Belief"
 
 
 # --- escape_data ----------------------------------------------------------------------------------

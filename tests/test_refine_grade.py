@@ -9,10 +9,10 @@ import pytest
 
 from aidsafe.errors import StageFailed
 from aidsafe.partitions import RowRef
+from aidsafe.schemas import Grades, Refinement, RemovedThought, Score
 from aidsafe.stage import RowContext
 from aidsafe.stages.grade import GRADE
 from aidsafe.stages.refine import REFINE, apply_refinement, check_removals
-from graphs.schemas import Grades, Refinement, RemovedThought, Score
 from tests.conftest import ScriptedModel
 
 THOUGHTS = [

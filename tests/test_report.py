@@ -10,7 +10,7 @@ import pytest
 from aidsafe.charts import write_charts
 from aidsafe.errors import ConfigError
 from aidsafe.report import build_report, check_thresholds, metrics_table, render_markdown
-from graphs.schemas import METRICS
+from aidsafe.schemas import METRICS
 
 
 def frame(

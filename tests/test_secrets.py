@@ -50,7 +50,7 @@ def test_there_is_no_option_for_a_key_and_a_pasted_key_is_not_echoed(
 ) -> None:
     assert main(["run", "--input", "x", "--output", "y", "--api-key", SECRET]) == 2
     err = capsys.readouterr().err
-    assert err == "aidsafe: error: aidsafe run: unrecognized option(s): --api-key\n"
+    assert err == "aidsafe: error: unrecognized option(s): --api-key\n"
 
 
 @pytest.mark.usefixtures("prefect_api", "clean_env")

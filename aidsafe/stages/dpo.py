@@ -14,11 +14,13 @@ from typing import Any
 import pyarrow as pa
 
 from aidsafe.partitions import RowRef
+from aidsafe.schemas import METRICS, Belief
 from aidsafe.stage import RowContext, RowStage
 from aidsafe.stages.common import as_list, now
 from aidsafe.stages.grade import grade
 from aidsafe.usage import USAGE
-from graphs.schemas import METRICS, Belief, Draft
+from graphs.protocol import Value
+from graphs.schemas import Draft
 
 ATTEMPT = pa.struct(
     [
@@ -45,9 +47,9 @@ COLUMNS = pa.schema(
 
 async def attempt(ctx: RowContext, row: RowRef, attempts: list[dict[str, Any]]) -> dict[str, Any]:
     """One whisper -> draft -> grade round; returns the attempt's record."""
-    data = {"prompt": row.prompt, "attempts": attempts}
+    data: dict[str, Value] = {"prompt": row.prompt, "attempts": attempts}
     belief = await ctx.calls.ask("whisperer", "whisper", Belief, data)
-    augmented = f"{belief.belief}\n\n{row.prompt}"
+    augmented = ctx.prompts.frame_belief(belief.belief, row.prompt)
     intents = as_list(row.values.get("intents"))
     draft = await ctx.calls.ask("drafter", "draft", Draft, {"prompt": augmented, "intents": intents})
     scores = await grade(ctx, row.prompt, draft.thoughts, draft.response)

@@ -7,10 +7,10 @@ from typing import Any
 import pyarrow as pa
 
 from aidsafe.partitions import RowRef
+from aidsafe.schemas import METRICS, Grades
 from aidsafe.stage import RowContext, RowStage
 from aidsafe.stages.common import as_list, now
 from aidsafe.usage import USAGE
-from graphs.schemas import METRICS, Grades
 
 SCORE_FIELDS = [
     *((f"score_{m}", pa.int8()) for m in METRICS),

@@ -7,11 +7,11 @@ from typing import Any
 import pyarrow as pa
 
 from aidsafe.partitions import RowRef
+from aidsafe.schemas import Refinement
 from aidsafe.stage import RowContext, RowStage
 from aidsafe.stages.common import as_list, now
 from aidsafe.usage import USAGE
 from graphs.protocol import Check
-from graphs.schemas import Refinement
 
 REMOVED = pa.struct([("number", pa.int32()), ("thought", pa.string()), ("reason", pa.string())])
 COLUMNS = pa.schema(
