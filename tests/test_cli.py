@@ -3,6 +3,7 @@ errors as one line (the flow runs themselves are tested in test_flow.py and test
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import subprocess
 import sys
@@ -24,7 +25,7 @@ def subcommands() -> dict[str, str]:
     return {name: parser.format_help() for name, parser in _choices().items()}
 
 
-def _choices() -> dict[str, object]:
+def _choices() -> dict[str, argparse.ArgumentParser]:
     action = next(a for a in build_parser()._actions if a.dest == "command")
     return dict(action.choices or {})
 

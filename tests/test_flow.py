@@ -211,7 +211,7 @@ def test_cli_shows_rows_done_per_stage_on_stderr(
         ("grade", "refined", "refine"),
         ("report", "graded", "grade"),
         ("dpo", "kept", "report"),
-    ],  # fmt: skip
+    ],
 )
 def test_a_stage_before_its_input_exists_says_what_to_run_first(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, missing: str, made_by: str
