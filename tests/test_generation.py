@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -12,9 +14,10 @@ from prefect.states import Completed, Failed
 from aidsafe.config import load_settings
 from aidsafe.errors import InputError, StructuredOutputError, TransientFailures
 from aidsafe.execute import PartitionJob, is_done, run_partition
-from aidsafe.partitions import stored_fingerprint
+from aidsafe.partitions import RowRef, stored_fingerprint
 from aidsafe.policies import PolicySet
 from aidsafe.prompts import PromptSet
+from aidsafe.stage import RowContext
 from aidsafe.stages.generate import GENERATE
 from flows.tasks import retry_transient
 from tests.conftest import write_partition
@@ -80,3 +83,17 @@ def test_only_transient_errors_are_retried() -> None:
     assert not retry_transient(None, None, Failed(data=InputError("p.parquet", "missing column")))
     assert not retry_transient(None, None, Failed(data=StructuredOutputError("invalid")))
     assert not retry_transient(None, None, Completed(data=1))
+
+
+async def _buggy(row: RowRef, ctx: RowContext) -> dict[str, Any]:
+    raise KeyError("a bug in the stage, not a model or input error")
+
+
+def test_a_bug_in_a_stage_fails_the_partition_and_writes_nothing(
+    tmp_path: Path, fake_openai: Callable[..., FakeOpenAI], policy_set: PolicySet, prompts: PromptSet
+) -> None:
+    job = job_for(tmp_path, fake_openai(), policy_set, n=3)
+    with pytest.raises(KeyError, match="a bug in the stage"):
+        run_partition(dataclasses.replace(GENERATE, process=_buggy), job, prompts)
+    assert not job.output_path(GENERATE).exists() and not job.failures_path.exists()
+    assert not is_done(GENERATE, job)

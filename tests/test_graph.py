@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +11,7 @@ from langgraph.graph import END
 from pydantic import BaseModel, ValidationError
 
 from aidsafe.calls import RowCalls
+from aidsafe.config import PROJECT_ROOT
 from aidsafe.errors import ModelError, StageFailed
 from aidsafe.schemas import Refinement
 from graphs.context import Context
@@ -207,3 +209,12 @@ def test_a_blank_response_is_invalid_and_a_padded_one_is_trimmed(schema: type[Ba
     with pytest.raises(ValidationError, match="response must not be blank"):
         schema(**values, response=" \n ")
     assert schema(**values, response="  Answer. ").response == "Answer."  # type: ignore[attr-defined]
+
+
+def test_graphs_never_import_aidsafe() -> None:
+    """graphs/ is only the state machine: the dependency goes one way (aidsafe uses graphs)."""
+    for path in (PROJECT_ROOT / "graphs").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        assert not [m for m in imported if m.split(".")[0] == "aidsafe"], path
