@@ -178,6 +178,10 @@ class Settings(BaseModel):
         DEFAULT_PROMPTS, "prompt directory (in a config file: relative to the file)",
         key="prompts", flag="--prompts", env="AIDSAFE_PROMPTS",
     )  # fmt: skip
+    cache_dir: Path = knob(
+        Path.home() / ".cache" / "aidsafe", "where local models converted for transformers are kept",
+        key="cache_dir", flag="--cache-dir", env="AIDSAFE_CACHE_DIR",
+    )  # fmt: skip
     embedded: EmbeddedSettings = EmbeddedSettings()
 
     @property

@@ -12,12 +12,9 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aidsafe.errors import ConfigError
-
-if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 EMBEDDED_CHECKPOINT = "smollm2-135m-instruct"
 
@@ -36,9 +33,12 @@ def convert_gguf(gguf: Path, destination: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(_plain_config(loaded.config), dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())  # the dequantised weights, in a model not marked "quantised"
     destination.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+    tmp.chmod(0o755)
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -52,6 +52,13 @@ def convert_gguf(gguf: Path, destination: Path) -> Path:
     return destination
 
 
+def _plain_config(config: Any) -> Any:
+    plain = type(config).from_dict(config.to_dict())
+    if hasattr(plain, "quantization_config"):
+        del plain.quantization_config
+    return plain
+
+
 def embedded_checkpoint(cache: Path, gguf: Path) -> Path:
     """The embedded model as a transformers checkpoint directory, converted from its GGUF on first use."""
     target = cache / "models" / EMBEDDED_CHECKPOINT
@@ -60,8 +67,11 @@ def embedded_checkpoint(cache: Path, gguf: Path) -> Path:
     return convert_gguf(gguf, target)
 
 
-def load_causal_lm(path: Path, device: str = "cpu") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A local checkpoint directory (model + tokenizer), in float32 on the device, in eval mode."""
+def load_causal_lm(path: Path, device: str = "cpu") -> tuple[Any, Any]:
+    """A local checkpoint directory: (model, tokenizer), the model in float32 on the device, in eval mode.
+
+    Typed Any: transformers' own annotations do not type-check ordinary use (apply_chat_template, generate).
+    """
     if not (path / "config.json").is_file():
         raise ConfigError(f"{path}: not a transformers checkpoint directory (no config.json)")
     _offline()

@@ -43,6 +43,7 @@ SAMPLES: dict[str, tuple[Any, Any, Any]] = {
     "partition_retry_delay": (0.5, 1.5, 2.5),
     "policies": (Path("/env/policies"), Path("/file/policies"), Path("/cli/policies")),
     "prompts": (Path("/env/prompts"), Path("/file/prompts"), Path("/cli/prompts")),
+    "cache_dir": (Path("/env/cache"), Path("/file/cache"), Path("/cli/cache")),
     "base_url": ("http://env.example/v1", "http://file.example/v1", "http://cli.example/v1"),
     "model": ("model-env", "model-file", "model-cli"),
     "api_key_env": ("KEY_ENV", "KEY_FILE", "KEY_CLI"),
