@@ -8,15 +8,17 @@ is a bug and propagates, failing the partition).
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import BaseModel
 
-from aidsafe.errors import ROW_ERRORS, StageFailed
-from aidsafe.models import StructuredCaller
+from aidsafe.errors import StageFailed, row_errors
 from aidsafe.prompts import PromptSet
 from aidsafe.usage import NO_USAGE, Usage, total
 from graphs.protocol import Check, Value
+
+if TYPE_CHECKING:
+    from aidsafe.models import StructuredCaller
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -48,7 +50,7 @@ class RowCalls:
         messages = self._prompts[prompt].messages(**data)
         try:
             result, usage = await self._models[role].call(schema, messages, check)
-        except ROW_ERRORS as exc:
+        except row_errors() as exc:
             raise StageFailed(prompt, exc) from exc
         self.usage[prompt] = total(self.usage.get(prompt, NO_USAGE), usage)
         return result

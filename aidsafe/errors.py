@@ -1,14 +1,12 @@
 """The error model: every error aidsafe raises on purpose is an AidsafeError; the CLI edge (aidsafe.cli) turns
-them into one `aidsafe: error: ...` line. A row fails only on a model, backend or input error (ROW_ERRORS,
+them into one `aidsafe: error: ...` line. A row fails only on a model, backend or input error (row_errors(),
 wrapped as StageFailed); any other exception is a bug and fails its whole partition loudly.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-
-import httpx
-import openai
 
 
 class AidsafeError(Exception):
@@ -79,27 +77,36 @@ class MissingInput(AidsafeError):
         super().__init__(f"{path}: not found; run `aidsafe {made_by}` before `aidsafe {needed_by}`")
 
 
-# What a row may fail on: the backend (HTTP status, connection, timeout) or a model's unusable answer.
-ROW_ERRORS: tuple[type[BaseException], ...] = (
-    openai.APIError,
-    httpx.HTTPError,
-    ModelError,
-    TimeoutError,
-    ConnectionError,
-)
-# The backend errors that a later attempt may not meet: connection trouble, timeouts, 429 and 5xx.
-TRANSIENT: tuple[type[BaseException], ...] = (
-    openai.APIConnectionError,  # includes APITimeoutError
-    openai.RateLimitError,
-    openai.InternalServerError,
-    httpx.TransportError,
-    TimeoutError,
-    ConnectionError,
-    TransientFailures,
-)
+@functools.cache
+def row_errors() -> tuple[type[BaseException], ...]:
+    """What a row may fail on: the backend (HTTP status, connection, timeout) or a model's unusable answer.
+
+    (A function, so that the CLI can report a bad option without importing the HTTP clients first.)
+    """
+    import httpx
+    import openai
+
+    return (openai.APIError, httpx.HTTPError, ModelError, TimeoutError, ConnectionError)
+
+
+@functools.cache
+def _transient() -> tuple[type[BaseException], ...]:
+    import httpx
+    import openai
+
+    return (
+        openai.APIConnectionError,  # includes APITimeoutError
+        openai.RateLimitError,
+        openai.InternalServerError,
+        httpx.TransportError,
+        TimeoutError,
+        ConnectionError,
+        TransientFailures,
+    )
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Whether an error (or the cause of a failed row) may go away on its own: worth retrying later."""
+    """Whether an error (or the cause of a failed row) may go away on its own: connection trouble, timeouts,
+    429 and 5xx, worth retrying later."""
     cause = exc.cause if isinstance(exc, StageFailed) else exc
-    return isinstance(cause, TRANSIENT)
+    return isinstance(cause, _transient())

@@ -13,7 +13,6 @@ from aidsafe.stage import INPUT, RowContext, RowStage
 from aidsafe.stages.common import now
 from aidsafe.usage import USAGE
 from graphs.context import Context
-from graphs.graph import graph
 
 TURN = pa.struct(
     [
@@ -70,6 +69,8 @@ def generated_row(state: Mapping[str, Any], ctx: RowContext, agents: tuple[str, 
 
 
 async def process(row: RowRef, ctx: RowContext) -> dict[str, Any]:
+    from graphs.graph import graph  # LangGraph is imported when rows run, not when the CLI starts
+
     agents = tuple(ctx.settings.agent_roles)
     context = Context(ctx.calls, agents, ctx.settings.max_rounds)
     state = await graph.ainvoke(

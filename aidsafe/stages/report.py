@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aidsafe.report import build_report, check_thresholds, metrics_table, render_markdown
-from aidsafe.report_files import load_results, write_kept, write_report_files
 from aidsafe.stage import StepResult, WholeStep
 
 
 def make_report(output_dir: Path, thresholds: dict[str, int]) -> StepResult:
     """Build and write the report from graded/ (and baseline/); write the rows meeting the thresholds."""
     from aidsafe.pipeline import step_names  # the pipeline lists this step: import it when running
+    from aidsafe.report import build_report, check_thresholds, metrics_table, render_markdown
+    from aidsafe.report_files import load_results, write_kept, write_report_files  # matplotlib, pandas
 
     limits = check_thresholds(thresholds)
     graded, baseline, failures = load_results(output_dir)
