@@ -26,7 +26,7 @@ from aidsafe.calls import RowCalls
 from aidsafe.config import Settings
 from aidsafe.errors import InputError, StageFailed, TransientFailures, is_transient
 from aidsafe.models import StructuredCaller, build_roles
-from aidsafe.output import Failure, failures_table, output_table
+from aidsafe.output import Failure, carried_names, failures_table, output_table
 from aidsafe.partitions import (
     Partition,
     RowRef,
@@ -171,11 +171,15 @@ def reusable_rows(stage: RowStage, job: PartitionJob, partition: Partition) -> d
     if not path.exists() or stored_meta(path).get("stage_key") != job.stage_key:
         return {}
     existing = pq.read_table(path)
-    columns = partition.table.column_names
+    columns = carried_names(partition.table.column_names, stage.columns.names)
     if existing.column_names[: len(columns)] != columns:
         return {}
-    old = {row["id"]: (i, row) for i, row in enumerate(existing.select(columns).to_pylist())}
-    new = partition.table.to_pylist()
+    try:
+        old_rows = existing.select(columns).to_pylist()
+        new = partition.table.rename_columns(columns).to_pylist()
+    except UnicodeDecodeError:  # a carried column that is not valid UTF-8: compute every row again
+        return {}
+    old = {row["id"]: (i, row) for i, row in enumerate(old_rows)}
     return {r.index: old[r.id][0] for r in partition.rows if r.id in old and old[r.id][1] == new[r.index]}
 
 

@@ -42,13 +42,26 @@ def output_table(
 ) -> pa.Table:
     """Input columns carried through unchanged (same types) plus a stage's new columns."""
     carried = input_table.take(pa.array([r.index for r in rows], type=pa.int64()))
-    clash = set(carried.column_names) & set(schema.names)
-    if clash:
-        carried = carried.rename_columns([f"input_{c}" if c in clash else c for c in carried.column_names])
+    if set(carried.column_names) & set(schema.names):
+        carried = carried.rename_columns(carried_names(carried.column_names, schema.names))
     new = pa.Table.from_pylist(list(added), schema=schema)
     for name in schema.names:
         carried = carried.append_column(schema.field(name), new.column(name))
     return carried
+
+
+def carried_names(carried: Sequence[str], added: Sequence[str]) -> list[str]:
+    """Input column names in the output: one that clashes with an added column becomes input_<name> (or
+    input2_<name>, ... when that is taken too), so no two output columns share a name."""
+    taken = set(carried) | set(added)
+    names = []
+    for name in carried:
+        if name in added:
+            candidates = (f"input{n if n > 1 else ''}_{name}" for n in range(1, len(taken) + 2))
+            name = next(c for c in candidates if c not in taken)
+            taken.add(name)
+        names.append(name)
+    return names
 
 
 def failures_table(failures: Sequence[Failure]) -> pa.Table:

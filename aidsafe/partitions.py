@@ -21,20 +21,30 @@ REQUIRED_COLUMNS = ("id", "prompt")
 META_KEY = b"aidsafe.meta"
 
 
+def _glob(pattern: str) -> list[Path]:
+    """Files matching a glob; `**` does not follow symlinked directories (a symlink loop cannot hang it)."""
+    parts = Path(pattern).parts
+    fixed = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+    base = Path(*parts[:fixed]) if fixed else Path(".")
+    rest = str(Path(*parts[fixed:])) if fixed < len(parts) else ""
+    if not rest or not base.is_dir():
+        return []
+    return [p for p in base.glob(rest) if p.suffix == ".parquet" and p.is_file()]
+
+
 def discover(source: str | Path) -> list[Path]:
-    """The partitions of an input: a Parquet file, a directory of them, or a glob."""
+    """The partitions of an input: a Parquet file, a directory of them, or a glob (hidden files excluded)."""
     text = str(source)
     path = Path(text)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix == ".parquet" and p.is_file())
+        files = [p for p in path.iterdir() if p.suffix == ".parquet" and p.is_file()]
     elif path.is_file():
         files = [path]
     else:
-        files = sorted(
-            Path(p) for p in glob.glob(text, recursive=True) if p.endswith(".parquet") and Path(p).is_file()
-        )
-        if not files and not any(c in text for c in "*?["):
+        files = _glob(text)
+        if not files and not glob.has_magic(text):
             raise InputError(text, "input not found")
+    files = sorted(p for p in files if not p.name.startswith("."))
     if not files:
         raise InputError(text, "no Parquet partitions (*.parquet) found")
     return files
@@ -85,11 +95,29 @@ def _check_columns(path: Path, schema: pa.Schema) -> None:
             raise InputError(path, f"column {name!r} must be string, found {kind}")
 
 
-def _row_problem(row_id: str | None, prompt: str | None, seen: dict[str, int], max_chars: int) -> str | None:
+def _texts(table: pa.Table, name: str) -> list[str | bytes | None]:
+    """A string column's values; one that is not valid UTF-8 stays bytes (its row is rejected)."""
+    raw = table.column(name).cast(pa.large_binary()).to_pylist()
+    values: list[str | bytes | None] = []
+    for value in raw:
+        try:
+            values.append(None if value is None else value.decode("utf-8"))
+        except UnicodeDecodeError:
+            values.append(value)
+    return values
+
+
+def _row_problem(
+    row_id: str | bytes | None, prompt: str | bytes | None, seen: dict[str, int], max_chars: int
+) -> str | None:
+    if isinstance(row_id, bytes):
+        return f"id is not valid UTF-8 ({row_id[:40]!r})"
     if row_id is None or not row_id.strip():
         return "id is null or empty"
     if row_id in seen:
         return f"duplicate id {row_id!r} (first at row {seen[row_id]})"
+    if isinstance(prompt, bytes):
+        return "prompt is not valid UTF-8"
     if prompt is None:
         return "prompt is null"
     if not prompt.strip():
@@ -109,21 +137,19 @@ def read_partition(path: Path, taken_ids: Iterable[str] = (), max_chars: int = 1
     """
     table = _read_table(path)
     _check_columns(path, table.schema)
-    ids = table.column("id").to_pylist()
-    prompts = table.column("prompt").to_pylist()
     taken = set(taken_ids)
     seen: dict[str, int] = {}
     partition = Partition(path=path, table=table, rows=[])
-    for index, (row_id, prompt) in enumerate(zip(ids, prompts, strict=True)):
+    for index, (row_id, prompt) in enumerate(zip(_texts(table, "id"), _texts(table, "prompt"), strict=True)):
         problem = _row_problem(row_id, prompt, seen, max_chars)
         if problem is None and row_id in taken:
             problem = f"duplicate id {row_id!r} (used by an earlier partition)"
-        if problem:
-            partition.rejected.append((index, row_id, problem))
+        if isinstance(row_id, str):
+            seen.setdefault(row_id, index)
+        if problem or not isinstance(row_id, str) or not isinstance(prompt, str):
+            partition.rejected.append((index, row_id if isinstance(row_id, str) else None, problem or "?"))
         else:
             partition.rows.append(RowRef(index, row_id, prompt))
-        if row_id is not None and row_id not in seen:
-            seen[row_id] = index
     return partition
 
 
@@ -132,8 +158,9 @@ def ids_by_partition(paths: list[Path]) -> dict[Path, list[str]]:
     found: dict[Path, list[str]] = {}
     for path in paths:
         try:
-            found[path] = [i for i in pq.read_table(path, columns=["id"]).column("id").to_pylist() if i]
-        except (pa.ArrowInvalid, OSError, KeyError):
+            ids = _texts(pq.read_table(path, columns=["id"]), "id")
+            found[path] = [i for i in ids if isinstance(i, str) and i]
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, KeyError):
             found[path] = []  # reported with file and reason when the partition itself is read
     return found
 

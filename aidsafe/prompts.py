@@ -60,6 +60,10 @@ FRAGMENT_VARIABLES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
 STAGE_FRAGMENTS: dict[str, tuple[str, ...]] = {"whisper": ("belief_framing",)}
 M = TypeVar("M", bound=BaseModel)
 _TAG = re.compile(r"<\s*(/?)\s*([A-Za-z_][\w-]*)\s*>")
+# Invisible characters a tag name may be split with (zero-width space/joiners, word joiner, BOM, soft hyphen).
+_INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff\u00ad"
+# A tag-like sequence in data: any spacing, attributes, a self-closing slash, invisible chars in its name.
+_DATA_TAG = re.compile(rf"<[\s{_INVISIBLE}]*(/?)[\s{_INVISIBLE}]*([A-Za-z_][\w\-{_INVISIBLE}]*)([^<>]*)>")
 
 
 class PromptFile(BaseModel):
@@ -95,11 +99,12 @@ def escape_data(value: str, tags: frozenset[str]) -> str:
     """Neutralise any of the prompt's own delimiting tags inside row data, so data cannot close them."""
 
     def repl(match: re.Match[str]) -> str:
-        if match.group(2).lower() in tags:
-            return f"&lt;{match.group(1)}{match.group(2)}&gt;"
+        name = "".join(c for c in match.group(2) if c not in _INVISIBLE)
+        if name.lower() in tags:
+            return f"&lt;{match.group(1)}{name}&gt;"
         return match.group(0)
 
-    return _TAG.sub(repl, value)
+    return _DATA_TAG.sub(repl, value)
 
 
 @dataclass(frozen=True)

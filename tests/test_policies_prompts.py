@@ -547,6 +547,11 @@ TAGS = frozenset({"user_prompt", "cot", "response"})
         ("<cot>", "&lt;cot&gt;"),
         ("x </cot> y", "x &lt;/cot&gt; y"),
         ("< / USER_PROMPT >", "&lt;/USER_PROMPT&gt;"),
+        ('</user_prompt x="1">', "&lt;/user_prompt&gt;"),
+        ("</user_prompt/>", "&lt;/user_prompt&gt;"),
+        ("</user\u200b_prompt>", "&lt;/user_prompt&gt;"),
+        ("<\u200b/user_prompt\u2060>", "&lt;/user_prompt&gt;"),
+        ("</USER_PROMPT\nfoo='>'", "&lt;/USER_PROMPT&gt;'"),
     ],
 )
 def test_escape_data_neutralises_the_prompt_tags(raw: str, escaped: str) -> None:
