@@ -97,19 +97,24 @@ DESCRIPTIONS = {
 }
 
 
-def _front_matter(counts: dict[str, int]) -> str:
-    files = "".join(f"  - split: {name}\n    path: {name}.parquet\n" for name in counts)
-    return f"---\nconfigs:\n- config_name: default\n  data_files:\n{files}---\n"
+def _front_matter(counts: dict[str, int], suffix: str, config: str) -> str:
+    """The `datasets` config: only the splits that have rows (an empty split is not written). Its name carries
+    the content hash: `datasets` caches a local directory by its name and config, not by its files."""
+    files = "".join(f"  - split: {n}\n    path: {n}.{suffix}\n" for n, rows in counts.items() if rows)
+    return f"---\nconfigs:\n- config_name: {config}\n  data_files:\n{files}---\n"
 
 
-def _loading(counts: dict[str, int], fmt: str) -> str:
-    files = ", ".join(f'"{n}": "{n}.parquet"' for n in counts)
-    code = f'from datasets import load_dataset\nds = load_dataset("parquet", data_files={{{files}}})'
-    return f"```python\n{code}\n```\n\n{fmt}.\n"
+def _loading(counts: dict[str, int], fmt: str, suffix: str) -> str:
+    files = ", ".join(f'"{n}": "{n}.{suffix}"' for n, rows in counts.items() if rows)
+    builder = "parquet" if suffix == "parquet" else "json"
+    code = f'from datasets import load_dataset\nds = load_dataset("{builder}", data_files={{{files}}})'
+    empty = [n for n, rows in counts.items() if not rows]
+    note = f" Splits without rows are not written: {', '.join(empty)}." if empty else ""
+    return f'```python\n{code}\n```\n\nOr `load_dataset("<this directory>")`. {fmt}.{note}\n'
 
 
 def _left_out(output_dir: Path, left_out: dict[str, int]) -> str:
-    failures = read_failures(output_dir / "failures")
+    failures = read_failures(output_dir)
     lines = [f"- {reason}: {n}" for reason, n in left_out.items()]
     if not failures.empty:
         lines += [
@@ -130,7 +135,13 @@ def _settings(summaries: dict[str, dict[str, Any]]) -> str:
 
 
 def render_card(
-    kind: str, rows: pd.DataFrame, counts: dict[str, int], output_dir: Path, left_out: dict[str, int]
+    kind: str,
+    rows: pd.DataFrame,
+    counts: dict[str, int],
+    output_dir: Path,
+    left_out: dict[str, int],
+    suffix: str = "parquet",
+    config: str = "default",
 ) -> str:
     """The dataset card of an export (kind: sft or dpo)."""
     what, fmt, extra = DESCRIPTIONS[kind]
@@ -142,12 +153,12 @@ def render_card(
     split_table = "\n".join(["| split | rows |", "|---|---|", *(f"| {n} | {c} |" for n, c in counts.items())])
     policy_sets = set(rows["policy_set"].dropna()) if "policy_set" in rows.columns else set()
     sections = [
-        _front_matter(counts),
+        _front_matter(counts, suffix, config),
         f"# aidsafe {kind.upper()} dataset\n\n{what} with policy-embedded chains of thought, made by aidsafe "
         f"{code_version()} with the AIDSAFE recipe (intent decomposition, a first draft, multi-agent "
         f"deliberation over written safety policies, refinement, auto-grading).{extra}\n",
         f"## Splits\n\nBy distinct prompt (seeded): no prompt is in two splits.\n\n{split_table}\n",
-        f"## How to load\n\n{_loading(counts, fmt)}",
+        f"## How to load\n\n{_loading(counts, fmt, suffix)}",
         f"## How it was made\n\nModels per role:\n\n{_models(rows, summaries)}",
         f"Settings: {_settings(summaries)}",
         f"## Scores of the exported rows\n\n{_scores(rows)}",

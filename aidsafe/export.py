@@ -21,6 +21,8 @@ import pyarrow.parquet as pq
 
 from aidsafe.errors import AidsafeError
 from aidsafe.partitions import write_atomic
+from aidsafe.pipeline import output_files
+from aidsafe.pipeline import step as pipeline_step
 
 CotStyle = Literal["think", "field"]
 SPLITS = ("train", "validation", "test")
@@ -99,6 +101,10 @@ def write_splits(
     for name in SPLITS:
         part = table.take(pa.array([i for i, n in enumerate(names) if n == name], type=pa.int64()))
         counts[name] = part.num_rows
+        for stale in (directory / f"{name}.parquet", directory / f"{name}.jsonl"):
+            stale.unlink(missing_ok=True)  # an earlier export's file of this split
+        if not part.num_rows:
+            continue  # an empty split is not written: no loader can read an empty Parquet file
         if "parquet" in formats:
             write_atomic(part, directory / f"{name}.parquet")
         if "jsonl" in formats:
@@ -110,10 +116,17 @@ def write_splits(
     return counts
 
 
-def _rows(directory: Path, needs: str) -> list[dict[str, Any]]:
-    files = sorted(directory.glob("*.parquet")) if directory.is_dir() else []
+def _content_hash(directory: Path, counts: dict[str, int], suffix: str) -> str:
+    digest = hashlib.sha256()
+    for name in (n for n, rows in counts.items() if rows):
+        digest.update((directory / f"{name}.{suffix}").read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _rows(step: str, output_dir: Path, needs: str) -> list[dict[str, Any]]:
+    files = output_files(step, output_dir)
     if not files:
-        raise AidsafeError(f"{directory}: nothing to export; run {needs} first")
+        raise AidsafeError(f"{output_dir / pipeline_step(step).output}: nothing to export; run {needs} first")
     return [row for f in files for row in pq.read_table(f).to_pylist()]
 
 
@@ -130,12 +143,12 @@ def export(
 
     target = dest or output_dir / "export" / kind
     if kind == "sft":
-        rows = _rows(output_dir / "kept", "`aidsafe report` (or `aidsafe run`)")
-        graded = sum(pq.read_metadata(f).num_rows for f in (output_dir / "graded").glob("*.parquet"))
+        rows = _rows("report", output_dir, "`aidsafe report` (or `aidsafe run`)")
+        graded = sum(pq.read_metadata(f).num_rows for f in output_files("grade", output_dir))
         left_out = {"graded rows below the score thresholds": graded - len(rows)}
         records = [sft_record(r, cot) for r in rows]
     else:
-        candidates = _rows(output_dir / "dpo", "`aidsafe dpo`")
+        candidates = _rows("dpo", output_dir, "`aidsafe dpo`")
         rows = [r for r in candidates if r["dpo_pair"]]
         left_out = {"rows where no belief produced a clearly worse answer": len(candidates) - len(rows)}
         records = [dpo_record(r, cot) for r in rows]
@@ -144,6 +157,8 @@ def export(
             f"{kind}: no rows to export ({', '.join(f'{k}: {v}' for k, v in left_out.items())})"
         )
     counts = write_splits(rows, records, split, target, formats)
-    card = render_card(kind, pd.DataFrame(rows), counts, output_dir, left_out)
+    suffix = "parquet" if "parquet" in formats else "jsonl"
+    config = f"{kind}-{_content_hash(target, counts, suffix)}"
+    card = render_card(kind, pd.DataFrame(rows), counts, output_dir, left_out, suffix, config)
     (target / "README.md").write_text(card, encoding="utf-8")
     return target, counts

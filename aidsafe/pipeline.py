@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aidsafe.errors import MissingInput
+from aidsafe.errors import InputError, MissingInput
+from aidsafe.partitions import discover
 from aidsafe.stage import INPUT, RowStage, Step
 from aidsafe.stages.baseline import BASELINE
 from aidsafe.stages.dpo import DPO
@@ -16,6 +17,7 @@ from aidsafe.stages.generate import GENERATE
 from aidsafe.stages.grade import GRADE
 from aidsafe.stages.refine import REFINE
 from aidsafe.stages.report import REPORT
+from aidsafe.summary import live_partitions, partition_files
 
 PIPELINE: tuple[Step, ...] = (GENERATE, REFINE, GRADE, BASELINE, REPORT, DPO)
 
@@ -42,6 +44,28 @@ def step_names() -> list[str]:
 def run_steps(baseline: bool) -> list[Step]:
     """The steps of `aidsafe run`, in order (the optional ones only when asked for)."""
     return [s for s in PIPELINE if s.in_run == "always" or (s.in_run == "optional" and baseline)]
+
+
+def live(name: str, output_dir: Path) -> set[str] | None:
+    """The live partitions of what a step wrote (None: every partition there, the step has no record)."""
+    found = step(name)
+    return live_partitions(output_dir, name) if isinstance(found, RowStage) else live(found.reads, output_dir)
+
+
+def output_files(name: str, output_dir: Path) -> list[Path]:
+    """The live partition files a step wrote."""
+    return partition_files(output_dir / step(name).output, live(name, output_dir))
+
+
+def input_files(name: str, output_dir: Path, input: str | None = None) -> list[Path]:
+    """The partitions a step reads: the user's input, or the live partitions of the step it reads from."""
+    source = source_of(name, output_dir, input)
+    if step(name).reads == INPUT:
+        return discover(source)
+    files = output_files(step(name).reads, output_dir)
+    if not files:
+        raise InputError(source, "no partitions to read")
+    return files
 
 
 def source_of(name: str, output_dir: Path, input: str | None = None) -> str:

@@ -12,32 +12,31 @@ from aidsafe.charts import write_charts
 from aidsafe.errors import AidsafeError
 from aidsafe.output import FAILURES
 from aidsafe.partitions import write_atomic
+from aidsafe.pipeline import output_files
 from aidsafe.report import ReportData, keep_mask, render_markdown
+from aidsafe.summary import live_partitions, partition_files
 
 
-def _parquet_files(directory: Path) -> list[Path]:
-    return sorted(directory.rglob("*.parquet")) if directory.is_dir() else []
-
-
-def read_dir(directory: Path) -> pd.DataFrame | None:
-    """All partitions of a directory as one frame, or None when there are none."""
-    files = _parquet_files(directory)
+def read_files(files: list[Path]) -> pd.DataFrame | None:
+    """Some partitions as one frame, or None when there are none."""
     if not files:
         return None
     return pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
 
 
 def load_results(output_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFrame]:
-    """The graded rows, the graded baseline rows (if any) and every stage's failures."""
-    graded = read_dir(output_dir / "graded")
+    """The live graded rows, the live graded baseline rows (if any) and every stage's live failures."""
+    graded = read_files(output_files("grade", output_dir))
     if graded is None:
         raise AidsafeError(f"{output_dir / 'graded'}: no graded partitions; run `aidsafe grade` first")
-    return graded, read_dir(output_dir / "baseline"), read_failures(output_dir / "failures")
+    return graded, read_files(output_files("baseline", output_dir)), read_failures(output_dir)
 
 
-def read_failures(directory: Path) -> pd.DataFrame:
-    """Every stage's failures, with the flow that recorded them (failures/<flow>/<partition>.parquet)."""
-    frames = [pq.read_table(f).to_pandas().assign(flow=f.parent.name) for f in _parquet_files(directory)]
+def read_failures(output_dir: Path) -> pd.DataFrame:
+    """Every stage's failures of live partitions, with the flow that recorded them (failures/<flow>/...)."""
+    found = [d for d in sorted((output_dir / "failures").glob("*")) if d.is_dir()]
+    files = [f for d in found for f in partition_files(d, live_partitions(output_dir, d.name))]
+    frames = [pq.read_table(f).to_pandas().assign(flow=f.parent.name) for f in files]
     empty = FAILURES.empty_table().to_pandas().assign(flow=pd.Series(dtype=str))
     return pd.concat([empty, *frames], ignore_index=True) if frames else empty
 
@@ -51,12 +50,15 @@ def stored_thresholds(output_dir: Path) -> dict[str, int]:
 def write_kept(output_dir: Path, thresholds: dict[str, int]) -> int:
     """kept/<partition>.parquet: the graded rows that meet every threshold (all rows without thresholds)."""
     kept = 0
-    for path in _parquet_files(output_dir / "graded"):
+    graded = output_files("grade", output_dir)
+    for path in graded:
         table = pq.read_table(path)
         mask = keep_mask(table.select([f"score_{m}" for m in thresholds]).to_pandas(), thresholds)
         chosen = table.filter(mask.to_numpy())
         write_atomic(chosen, output_dir / "kept" / path.name)
         kept += chosen.num_rows
+    for stale in set(partition_files(output_dir / "kept")) - {output_dir / "kept" / p.name for p in graded}:
+        stale.unlink()  # kept rows of a partition that is no longer graded (removed from the input)
     return kept
 
 

@@ -62,6 +62,26 @@ class StageSummary(BaseModel):
         return [self.describe(), f"summary:  {self.summary_path}", f"output:   {self.output_dir}/"]
 
 
+def live_partitions(output_dir: Path, stage: str) -> set[str] | None:
+    """The partitions of a stage's last run (its input's partitions then), or None if it has not run here.
+
+    Outputs of partitions that are no longer in the input stay on disk until `aidsafe prune`, but nothing
+    reads them: later stages, the report, the kept rows and the exports see only the live ones.
+    """
+    path = output_dir / "summary" / f"{stage}.json"
+    if not path.is_file():
+        return None
+    return {p["partition"] for p in json.loads(path.read_text())["partitions"]}
+
+
+def partition_files(directory: Path, live: set[str] | None = None) -> list[Path]:
+    """The partition files of an output directory (hidden files excluded), only the live ones if given."""
+    if not directory.is_dir():
+        return []
+    files = sorted(p for p in directory.glob("*.parquet") if not p.name.startswith("."))
+    return [p for p in files if live is None or p.stem in live]
+
+
 def summarize(
     stage: str,
     source: str,

@@ -20,12 +20,11 @@ from aidsafe.config import Options
 from aidsafe.embedded import live_settings
 from aidsafe.errors import PartitionsFailed
 from aidsafe.execute import PartitionResult, is_done
-from aidsafe.partitions import discover
-from aidsafe.pipeline import PIPELINE, source_of
+from aidsafe.pipeline import PIPELINE, input_files, source_of
 from aidsafe.plan import plan_jobs
 from aidsafe.policies import load_policies
 from aidsafe.prompts import load_prompts
-from aidsafe.stage import RowStage, Step, StepResult, WholeStep
+from aidsafe.stage import INPUT, RowStage, Step, StepResult, WholeStep
 from aidsafe.summary import StageSummary, summarize
 from flows.tasks import partition_task, step_task
 
@@ -55,7 +54,8 @@ def run_stage(
     policies = load_policies(settings.policies_dir)
     prompts = load_prompts(settings.prompts_dir, policies.render())
     output_dir = Path(output)
-    jobs = plan_jobs(stage, discover(source), output_dir, settings, policies, prompts, retrying(retry))
+    paths = input_files(stage.name, output_dir, source if stage.reads == INPUT else None)
+    jobs = plan_jobs(stage, paths, output_dir, settings, policies, prompts, retrying(retry))
     logger.info("%s: %d partition(s), policy set %s", stage.name, len(jobs), policies.hash)
     pending = [job for job in jobs if not is_done(stage, job)]
     with live_settings(settings, output_dir / "logs" / "embedded-server.log", needed=bool(pending)) as live:

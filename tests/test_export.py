@@ -118,3 +118,35 @@ def test_dataset_card(tmp_path: Path) -> None:
 def test_nothing_to_export_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(AidsafeError, match="kept: nothing to export; run `aidsafe report`"):
         export("sft", tmp_path)
+
+
+def card_snippet(target: Path) -> str:
+    """The loading code the dataset card tells a user to run."""
+    card = (target / "README.md").read_text()
+    return card.split("```python\n", 1)[1].split("\n```", 1)[0]
+
+
+@pytest.mark.parametrize("prompts", [1, 2, 3, 6, 20])
+@pytest.mark.parametrize("formats", [("parquet", "jsonl"), ("jsonl",)], ids=["parquet", "jsonl-only"])
+def test_every_export_loads_as_the_card_says(
+    tmp_path: Path, prompts: int, formats: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target, counts = export("sft", make_run(tmp_path / "out", n=prompts, repeats=1), formats=formats)
+    written = {name: n for name, n in counts.items() if n}
+    assert sum(counts.values()) == prompts and written
+    scope: dict[str, object] = {}
+    monkeypatch.chdir(target)  # the card's snippet names the files of its own directory
+    exec(card_snippet(target), scope)
+    ds: object = scope["ds"]
+    assert {name: len(ds[name]) for name in ds} == written  # type: ignore[attr-defined,index]
+    whole = load_dataset(str(target))  # the card's front matter: the directory loads as it is
+    assert {name: len(whole[name]) for name in whole} == written
+    leftovers = {p.stem for p in target.glob("*.*") if p.suffix in (".parquet", ".jsonl")} - set(written)
+    assert not leftovers  # no empty (unloadable) split file
+
+
+def test_a_smaller_export_removes_the_split_files_it_no_longer_has(tmp_path: Path) -> None:
+    export("sft", make_run(tmp_path / "big", n=40, repeats=1), dest=tmp_path / "export")
+    target, counts = export("sft", make_run(tmp_path / "small", n=1, repeats=1), dest=tmp_path / "export")
+    assert counts["validation"] == 0 and not (target / "validation.parquet").exists()
+    assert len(load_dataset(str(target))["train"]) == 1
