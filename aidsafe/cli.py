@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add(sub, "retry", "redo only the rows in the failures tables (and what depends on them)", every,
          input=False)  # fmt: skip
     _export_parser(sub)
+    prune = sub.add_parser("prune", help="remove the outputs of partitions no longer in the input")
+    prune.add_argument("--output", required=True, help="the run's output directory")
+    prune.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     return parser
 
 
@@ -159,11 +162,23 @@ def _pipeline_command(args: argparse.Namespace) -> Command:
     return lambda: stage_flow(args.output, getattr(args, "input", None), options).lines()
 
 
+def _prune(args: argparse.Namespace) -> Command:
+    from aidsafe.prune import prune
+
+    def command() -> list[str]:
+        removed = prune(Path(args.output), args.dry_run)
+        verb = "would remove" if args.dry_run else "removed"
+        return [f"{verb}: {path}" for path in removed] + [f"{verb} {len(removed)} stale partition file(s)"]
+
+    return command
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        command = _export(args) if args.command == "export" else _pipeline_command(args)
-        with progress_bar(enabled=args.command not in ("export", "report")):
+        commands = {"export": _export, "prune": _prune}
+        command = commands.get(args.command, _pipeline_command)(args)
+        with progress_bar(enabled=args.command not in ("export", "report", "prune")):
             lines = command()
         for line in lines:
             print(line)

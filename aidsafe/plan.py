@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -9,10 +10,11 @@ import pyarrow.parquet as pq
 from aidsafe.config import Settings
 from aidsafe.errors import InputError
 from aidsafe.execute import PartitionJob, fingerprint, stage_key
-from aidsafe.partitions import earlier_ids, fingerprint_file
+from aidsafe.partitions import earlier_ids, fingerprint_file, stored_fingerprint
 from aidsafe.policies import PolicySet
 from aidsafe.prompts import PromptSet
 from aidsafe.stage import RowStage
+from aidsafe.summary import partition_files
 
 
 def plan_jobs(
@@ -46,7 +48,31 @@ def plan_jobs(
         )
         for path in paths
     ]
+    adopt_renamed(stage, jobs)
     return [job.model_copy(update={"force": has_retryable_failures(job)}) if retry else job for job in jobs]
+
+
+def adopt_renamed(stage: RowStage, jobs: list[PartitionJob]) -> list[str]:
+    """Find a partition's finished work by content, not by name: an output (and its failures) whose
+    fingerprint is a job's, but that belongs to no current partition, is renamed to that job's partition
+    (a renamed input file is not paid for twice, nor written twice). Returns the renames made."""
+    if not jobs:
+        return []
+    directory = jobs[0].output_dir / stage.output
+    current = {job.name for job in jobs}
+    stamped = ((stored_fingerprint(p), p) for p in partition_files(directory) if p.stem not in current)
+    orphans = {fingerprint: path for fingerprint, path in stamped if fingerprint}
+    renamed = []
+    for job in jobs:
+        found = orphans.pop(job.fingerprint, None)
+        if found is None or job.output_path(stage).exists():
+            continue
+        os.replace(found, job.output_path(stage))
+        old_failures = job.failures_path.with_name(found.name)
+        if old_failures.exists():
+            os.replace(old_failures, job.failures_path)
+        renamed.append(f"{found.stem} -> {job.name}")
+    return renamed
 
 
 def has_retryable_failures(job: PartitionJob) -> bool:

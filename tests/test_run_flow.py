@@ -12,6 +12,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
+from aidsafe.cli import main
 from aidsafe.config import Options
 from aidsafe.errors import StagesFailed
 from aidsafe.export import export
@@ -140,3 +141,37 @@ def test_dpo_pairs_and_their_export(tmp_path: Path, fake_openai: Callable[..., F
     pair = {p["id"]: p for p in pq.read_table(target / "train.parquet").to_pylist()}["s1"]
     assert pair["prompt"] == [{"role": "user", "content": "How do I kill a Python process?"}]
     assert "rows where no belief produced a clearly worse answer: 1" in (target / "README.md").read_text()
+
+
+def ids_in(out: Path, stage_dir: str) -> list[str]:
+    """Every id of a stage directory as a reader sees it (duplicates kept)."""
+    return sorted(pq.read_table(out / stage_dir).column("id").to_pylist())
+
+
+def test_a_renamed_partition_is_found_by_content_and_a_removed_one_leaves_the_outputs(
+    tmp_path: Path, fake_openai: Callable[..., FakeOpenAI], capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = fake_openai(script)
+    source, out = make_input(tmp_path / "in"), tmp_path / "out"
+    run(str(source), str(out), options(server), baseline=True)
+    sent = len(server.requests)
+    (source / "part-1.parquet").rename(source / "part-1-renamed.parquet")
+    run(str(source), str(out), options(server), baseline=True)
+    assert len(server.requests) == sent  # found by content: not paid for again
+    for stage_dir in ("generated", "refined", "graded", "baseline", "kept"):
+        assert ids_in(out, stage_dir) == ["s1", "s2", "u1"], stage_dir  # not written twice
+        assert sorted(p.name for p in (out / stage_dir).glob("*.parquet")) == [
+            "part-0.parquet", "part-1-renamed.parquet"]  # fmt: skip
+    (source / "part-1-renamed.parquet").unlink()
+    run(str(source), str(out), options(server), baseline=True)
+    assert len(server.requests) == sent
+    assert ids_in(out, "kept") == ["s1", "u1"]
+    assert "Rows graded: 2;" in (out / "report" / "report.md").read_text()
+    assert sum(export("sft", out)[1].values()) == 2
+    assert ids_in(out, "graded") == ["s1", "s2", "u1"]  # still on disk (unread) until pruned
+    assert main(["prune", "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"removed: {out / 'graded' / 'part-1-renamed.parquet'}" in printed
+    assert "removed 8 stale partition file(s)" in printed  # generated, refined, graded, baseline + failures
+    assert ids_in(out, "graded") == ["s1", "u1"]
+    assert main(["prune", "--output", str(out)]) == 0 and "removed 0 stale" in capsys.readouterr().out
