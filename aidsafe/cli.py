@@ -8,14 +8,17 @@ starts; every user error is one `aidsafe: error: ...` line on stderr and exit co
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from aidsafe.config import Options, add_setting_arguments, options_from_args
+from aidsafe.config import Options, add_setting_arguments, apply_prefect_defaults, options_from_args
 from aidsafe.errors import AidsafeError, ConfigError
-from aidsafe.pipeline import PIPELINE, run_steps, step
+from aidsafe.lock import output_lock
+from aidsafe.pipeline import PIPELINE, run_steps, source_of, step, step_names
+from aidsafe.preflight import check_input, check_output, check_settings
 from aidsafe.stage import INPUT, RowStage, WholeStep
 from aidsafe.terminal import progress_bar
 
@@ -118,13 +121,19 @@ def parse_thresholds(items: list[str]) -> dict[str, int]:
 
 def checked_options(args: argparse.Namespace) -> Options:
     """The explicit settings of a command, resolved once now so that any error shows before a flow starts."""
-    from aidsafe.policies import load_policies
-    from aidsafe.prompts import load_prompts
-
     options = options_from_args(args)
-    settings = options.load()
-    load_prompts(settings.prompts_dir, load_policies(settings.policies_dir).render())
+    check_settings(options)
     return options
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """The input (if the command reads it) and the output directory, before a flow starts."""
+    output, input = Path(args.output), getattr(args, "input", None)
+    if input is not None:
+        check_input(input)
+    if args.command in step_names():
+        source_of(args.command, output, input)  # what it reads must exist: "run X first"
+    check_output(output, input)
 
 
 def _export(args: argparse.Namespace) -> Command:
@@ -145,6 +154,7 @@ def _pipeline_command(args: argparse.Namespace) -> Command:
     """run, retry or one step: validated now, run as Prefect flows when called."""
     thresholds = parse_thresholds(getattr(args, "min_score", []))
     options = checked_options(args) if args.command != "report" else None
+    check_paths(args)
     if args.command == "run":
         from flows.run import run
 
@@ -173,19 +183,42 @@ def _prune(args: argparse.Namespace) -> Command:
     return command
 
 
+def stage_counts(args: argparse.Namespace) -> list[str]:
+    """Rows ok and failed per row stage that `run` or `retry` ran here (from their summaries)."""
+    if args.command not in ("run", "retry"):
+        return []
+    steps = run_steps(args.baseline) if args.command == "run" else list(PIPELINE)
+    lines = []
+    for name in (s.name for s in steps if isinstance(s, RowStage)):
+        path = Path(args.output) / "summary" / f"{name}.json"
+        if path.is_file():
+            summary = json.loads(path.read_text())
+            lines.append(f"{name + ':':<10}{summary['rows_ok']} rows ok, {summary['rows_failed']} failed")
+    return lines
+
+
+def _execute(args: argparse.Namespace) -> list[str]:
+    """Validate, then run the command holding the output directory's lock."""
+    commands = {"export": _export, "prune": _prune}
+    command = commands.get(args.command, _pipeline_command)(args)
+    Path(args.output).mkdir(parents=True, exist_ok=True)
+    with output_lock(args.output), progress_bar(enabled=args.command not in ("export", "report", "prune")):
+        try:
+            return command() + stage_counts(args)
+        except AidsafeError:
+            print("\n".join(stage_counts(args)))  # what was done before it failed
+            raise
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    apply_prefect_defaults()
     try:
-        args = build_parser().parse_args(argv)
-        commands = {"export": _export, "prune": _prune}
-        command = commands.get(args.command, _pipeline_command)(args)
-        with progress_bar(enabled=args.command not in ("export", "report", "prune")):
-            lines = command()
-        for line in lines:
+        for line in _execute(build_parser().parse_args(argv)):
             print(line)
         return 0
     except AidsafeError as exc:
         print(f"aidsafe: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
 
 
 if __name__ == "__main__":

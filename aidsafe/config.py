@@ -17,6 +17,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import tomllib
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,7 +50,21 @@ ROLE_FALLBACK = {"grader": "refiner", "baseline": "drafter", "whisperer": "draft
 EVERY_STAGE = "*"
 # embedded default of max_prompt_chars: what fits the embedded model's n_ctx beside the policies.
 FITS_CONTEXT = "what fits n_ctx"
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 TokenField = Literal["max_tokens", "max_completion_tokens"]
+
+
+# Prefect settings aidsafe needs wherever it is started from (prefect.toml applies only in the project dir).
+PREFECT_DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "60",
+}
+
+
+def apply_prefect_defaults() -> None:
+    """Set PREFECT_DEFAULTS in this process's environment where the user has not set them."""
+    for name, value in PREFECT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
 
 
 def knob(
@@ -177,6 +192,14 @@ class Settings(BaseModel):
     prompts_dir: Path = knob(
         DEFAULT_PROMPTS, "prompt directory (in a config file: relative to the file)",
         key="prompts", flag="--prompts", env="AIDSAFE_PROMPTS",
+    )  # fmt: skip
+    context_tokens: int = knob(
+        32768, "context window (tokens) of the models of remote endpoints (the embedded one: embedded.n_ctx)",
+        ge=1024, le=10_000_000, flag="--context-tokens", env="AIDSAFE_CONTEXT_TOKENS",
+    )  # fmt: skip
+    max_failed_fraction: float = knob(
+        0.1, "a stage whose share of failed rows is above this ends failed (after writing everything)",
+        ge=0.0, le=1.0, flag="--max-failed-fraction", env="AIDSAFE_MAX_FAILED_FRACTION",
     )  # fmt: skip
     cache_dir: Path = knob(
         Path.home() / ".cache" / "aidsafe", "where local models converted for transformers are kept",
@@ -409,12 +432,38 @@ def _api_key(role: str, spec: EndpointSpec, env: Mapping[str, str]) -> str:
             return _secret_block(spec.api_key_block)
         except ValueError as exc:
             raise ConfigError(f"role {role}: Prefect Secret block {spec.api_key_block!r} not found") from exc
+    if spec.api_key_env and not _ENV_NAME.fullmatch(spec.api_key_env):
+        raise ConfigError(
+            f"role {role}: api_key_env must be the NAME of an environment variable (letters, digits, _) "
+            "that holds the key, not the key itself (its value is not shown)"
+        )
     if spec.api_key_env and spec.api_key_env not in env:
         raise ConfigError(f"role {role}: environment variable {spec.api_key_env} (api_key_env) is not set")
     return env.get(spec.api_key_env or "OPENAI_API_KEY") or "not-set"
 
 
+def redact_url(url: str) -> str:
+    """A URL with any user:password part replaced, for messages and records."""
+    parts = urlparse(url)
+    if not (parts.username or parts.password):
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
+
+
+def _check_base_url(role: str, url: str) -> None:
+    parts = urlparse(url)
+    if parts.username or parts.password:
+        raise ConfigError(
+            f"role {role}: base URL {redact_url(url)} carries credentials; put the key in an environment "
+            "variable (OPENAI_API_KEY, or the one api_key_env names) instead"
+        )
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"role {role}: base URL {url!r} is not an http(s) URL")
+
+
 def _resolve(role: str, spec: EndpointSpec, env: Mapping[str, str]) -> Endpoint:
+    if spec.base_url is not None:
+        _check_base_url(role, spec.base_url)
     if spec.base_url is None:
         if spec.model:
             raise ConfigError(

@@ -10,7 +10,10 @@ from pathlib import Path
 
 
 class AidsafeError(Exception):
-    """Base class of every error aidsafe raises on purpose."""
+    """Base class of every error aidsafe raises on purpose; exit_code: what the CLI exits with (2: the user's
+    input or options are wrong; 1: the run itself failed)."""
+
+    exit_code = 2
 
 
 class ConfigError(AidsafeError):
@@ -62,11 +65,21 @@ class TransientFailures(AidsafeError):
     """Rows of a partition failed on transient errors; the partition is written but not marked done."""
 
 
-class PartitionsFailed(AidsafeError):
+class RunFailed(AidsafeError):
+    """The run went through but did not do its job; everything it made is written (retry redoes the rest)."""
+
+    exit_code = 1
+
+
+class PartitionsFailed(RunFailed):
     """Some partitions of a stage could not be processed; the others finished."""
 
 
-class StagesFailed(AidsafeError):
+class TooManyFailedRows(RunFailed):
+    """A stage's share of failed rows is above max_failed_fraction."""
+
+
+class StagesFailed(RunFailed):
     """Some stages of a pipeline run failed (their other partitions finished and were carried on)."""
 
 

@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import openai
 import pyarrow as pa
@@ -38,6 +38,7 @@ from aidsafe.partitions import (
 from aidsafe.policies import PolicySet
 from aidsafe.prompts import PromptSet
 from aidsafe.stage import RowContext, RowStage
+from aidsafe.summary import PartitionResult
 from aidsafe.usage import Usage, total
 
 Progress = Callable[[int, int], None]
@@ -67,21 +68,6 @@ class PartitionJob(BaseModel):
     @property
     def failures_path(self) -> Path:
         return self.output_dir / "failures" / self.stage / f"{self.name}.parquet"
-
-
-class PartitionResult(BaseModel):
-    """What a partition task reports back to its flow."""
-
-    partition: str
-    status: Literal["done", "skipped", "failed"]
-    rows_ok: int = 0
-    rows_reused: int = 0
-    rows_failed: int = 0
-    llm_calls: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    seconds: float = 0.0
-    error: str | None = None
 
 
 def stage_key(stage: RowStage, settings: Settings, policies: PolicySet, prompts: PromptSet) -> str:

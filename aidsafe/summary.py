@@ -6,13 +6,27 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from aidsafe.config import Settings
-from aidsafe.execute import PartitionResult
 from aidsafe.policies import PolicySet
+
+
+class PartitionResult(BaseModel):
+    """What a partition task reports back to its flow."""
+
+    partition: str
+    status: Literal["done", "skipped", "failed"]
+    rows_ok: int = 0
+    rows_reused: int = 0
+    rows_failed: int = 0
+    llm_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    seconds: float = 0.0
+    error: str | None = None
 
 
 class StageSummary(BaseModel):
@@ -37,6 +51,12 @@ class StageSummary(BaseModel):
     @property
     def summary_path(self) -> Path:
         return Path(self.output_dir) / "summary" / f"{self.stage}.json"
+
+    @property
+    def failed_fraction(self) -> float:
+        """The share of this run's rows that failed (0 with no rows)."""
+        rows = self.rows_ok + self.rows_failed
+        return self.rows_failed / rows if rows else 0.0
 
     def counts(self, status: str) -> int:
         return sum(1 for p in self.partitions if p.status == status)

@@ -16,6 +16,7 @@ from prefect.states import State
 
 from aidsafe.config import Options
 from aidsafe.errors import AidsafeError, StagesFailed
+from aidsafe.lock import output_lock
 from aidsafe.pipeline import PIPELINE, run_steps
 from aidsafe.report_files import stored_thresholds
 from aidsafe.stage import INPUT, RowStage, Step
@@ -55,7 +56,10 @@ def run(
     retry: also redo the rows in the failures tables (always done when this flow run is a rerun).
     """
     retry = retrying(retry)
-    states = {s.name: _run_step(s, output, input, options, retry, thresholds) for s in run_steps(baseline)}
+    with output_lock(output):
+        states = {
+            s.name: _run_step(s, output, input, options, retry, thresholds) for s in run_steps(baseline)
+        }
     raise_if_failed(states)
     return str(states["report"].result().path)
 
@@ -74,6 +78,7 @@ def retry(output: str = "out", options: Options | None = None) -> str:
     sources = recorded_sources(Path(output))
     steps = [s for s in PIPELINE if (s.name if isinstance(s, RowStage) else s.reads) in sources]
     thresholds = stored_thresholds(Path(output))
-    states = {s.name: _run_step(s, output, sources.get(s.name), options, True, thresholds) for s in steps}
+    with output_lock(output):
+        states = {s.name: _run_step(s, output, sources.get(s.name), options, True, thresholds) for s in steps}
     raise_if_failed(states)
     return ", ".join(states)

@@ -18,11 +18,13 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from aidsafe.config import Options
 from aidsafe.embedded import live_settings
-from aidsafe.errors import PartitionsFailed
+from aidsafe.errors import PartitionsFailed, TooManyFailedRows
 from aidsafe.execute import PartitionResult, is_done
+from aidsafe.lock import output_lock
 from aidsafe.pipeline import PIPELINE, input_files, source_of
 from aidsafe.plan import plan_jobs
 from aidsafe.policies import load_policies
+from aidsafe.preflight import check_context
 from aidsafe.prompts import load_prompts
 from aidsafe.stage import INPUT, RowStage, Step, StepResult, WholeStep
 from aidsafe.summary import StageSummary, summarize
@@ -53,6 +55,7 @@ def run_stage(
     settings = (options or Options()).load()
     policies = load_policies(settings.policies_dir)
     prompts = load_prompts(settings.prompts_dir, policies.render())
+    check_context(settings, prompts)
     output_dir = Path(output)
     paths = input_files(stage.name, output_dir, source if stage.reads == INPUT else None)
     jobs = plan_jobs(stage, paths, output_dir, settings, policies, prompts, retrying(retry))
@@ -71,6 +74,12 @@ def run_stage(
     if summary.failed_partitions:
         names = ", ".join(f"{p.partition} ({p.error})" for p in summary.failed_partitions)
         raise PartitionsFailed(f"{stage.name}: {len(summary.failed_partitions)} partition(s) failed: {names}")
+    if summary.failed_fraction > settings.max_failed_fraction:
+        raise TooManyFailedRows(
+            f"{stage.name}: {summary.rows_failed} of {summary.rows_ok + summary.rows_failed} rows failed, "
+            f"above max_failed_fraction {settings.max_failed_fraction:g}; see "
+            f"{output_dir / 'failures' / stage.name}, fix the cause, then `aidsafe retry`"
+        )
     return summary
 
 
@@ -78,7 +87,8 @@ def row_flow(stage: RowStage) -> Flow[..., StageSummary]:
     def run_row_stage(
         output: str = "out", input: str | None = None, options: Options | None = None, retry: bool = False
     ) -> StageSummary:
-        return run_stage(stage, source_of(stage.name, Path(output), input), output, options, retry)
+        with output_lock(output):
+            return run_stage(stage, source_of(stage.name, Path(output), input), output, options, retry)
 
     runner: Any = ThreadPoolTaskRunner(max_workers=4)  # Prefect's own annotation does not type-check
     return flow(name=stage.name, description=stage.help, task_runner=runner)(run_row_stage)
@@ -87,7 +97,8 @@ def row_flow(stage: RowStage) -> Flow[..., StageSummary]:
 def whole_flow(step: WholeStep) -> Flow[..., StepResult]:
     def run_whole_step(output: str = "out", thresholds: dict[str, int] | None = None) -> StepResult:
         source_of(step.name, Path(output))  # what it reads must exist
-        result = step_task(step.name, output, thresholds or {})
+        with output_lock(output):
+            result = step_task(step.name, output, thresholds or {})
         if result.markdown:
             create_markdown_artifact(key=f"aidsafe-{step.name}", markdown=result.markdown,
                                      description=f"aidsafe {step.name}")  # fmt: skip

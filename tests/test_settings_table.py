@@ -44,6 +44,8 @@ SAMPLES: dict[str, tuple[Any, Any, Any]] = {
     "policies": (Path("/env/policies"), Path("/file/policies"), Path("/cli/policies")),
     "prompts": (Path("/env/prompts"), Path("/file/prompts"), Path("/cli/prompts")),
     "cache_dir": (Path("/env/cache"), Path("/file/cache"), Path("/cli/cache")),
+    "context_tokens": (8192, 16384, 65536),
+    "max_failed_fraction": (0.2, 0.3, 0.5),
     "base_url": ("http://env.example/v1", "http://file.example/v1", "http://cli.example/v1"),
     "model": ("model-env", "model-file", "model-cli"),
     "api_key_env": ("KEY_ENV", "KEY_FILE", "KEY_CLI"),
