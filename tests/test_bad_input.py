@@ -121,3 +121,74 @@ def test_bad_setup_is_a_clear_cli_error(
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("aidsafe: error: ") and message in err and err.count("\n") == 1  # one line
+
+
+def invalid_utf8(rows: list[tuple[bytes, bytes]]) -> pa.Table:
+    """A table whose string columns hold bytes that are not UTF-8 (as a broken writer leaves them)."""
+    raw = pa.table({"id": pa.array([r[0] for r in rows]), "prompt": pa.array([r[1] for r in rows])})
+    return raw.cast(pa.schema([("id", pa.string()), ("prompt", pa.string())]), safe=False)
+
+
+def test_invalid_utf8_fails_only_its_row_with_file_and_row_named(
+    tmp_path: Path, fake_openai: Callable[..., FakeOpenAI]
+) -> None:
+    server = fake_openai()
+    write_partition(tmp_path / "in" / "a.parquet", GOOD)
+    pq.write_table(invalid_utf8([(b"ok1", b"Fine?"), (b"bad\xff", b"Fine?"), (b"ok2", b"Bad \xfe")]),
+                   tmp_path / "in" / "b.parquet")  # fmt: skip
+    summary = generate(output=str(tmp_path / "out"), input=str(tmp_path / "in"),
+                       options=Options(base_url=server.base_url, model="m", max_rounds=1,
+                                       max_failed_fraction=1.0))  # fmt: skip
+    assert sorted(pq.read_table(tmp_path / "out" / "generated").column("id").to_pylist()) == ["g1", "ok1"]
+    failures = {f["row"]: f for f in pq.read_table(tmp_path / "out" / "failures" / "generate").to_pylist()}
+    assert failures[1]["id"] is None and "id is not valid UTF-8" in failures[1]["message"]
+    assert failures[2]["id"] == "ok2" and "prompt is not valid UTF-8" in failures[2]["message"]
+    assert summary.rows_ok == 2 and summary.rows_failed == 2
+
+
+def test_a_glob_over_a_symlink_loop_finds_the_partitions_once(tmp_path: Path) -> None:
+    from aidsafe.partitions import discover
+
+    write_partition(tmp_path / "in" / "sub" / "p.parquet", GOOD)
+    (tmp_path / "in" / "sub" / "loop").symlink_to(tmp_path / "in")
+    assert discover(f"{tmp_path}/in/**/*.parquet") == [tmp_path / "in" / "sub" / "p.parquet"]
+
+
+CARRIED = pa.table(
+    {
+        "id": ["c1"],
+        "prompt": ["How do I boil an egg?"],
+        "cot": ["an input column named like an output"],
+        "input_cot": ["and its renamed twin"],
+        "struct": pa.array([{"a": 1, "b": "x"}]),
+        "list": pa.array([[1, 2]]),
+        "map": pa.array([[("k", 1)]], pa.map_(pa.string(), pa.int64())),
+        "dictionary": pa.array(["red"]).dictionary_encode(),
+        "timestamp": pa.array([0], pa.timestamp("us", tz="Europe/Berlin")),
+        "decimal": pa.array([1], pa.decimal128(10, 2)),
+        "large_string": pa.array(["big"], pa.large_string()),
+        "binary": pa.array([b"\x00\x01"], pa.binary()),
+    }
+)
+
+
+def test_carried_columns_of_every_arrow_type_pass_every_stage_unchanged(
+    tmp_path: Path, fake_openai: Callable[..., FakeOpenAI]
+) -> None:
+    from flows.run import run
+
+    server = fake_openai()
+    pq.write_table(CARRIED, tmp_path / "in" / "p.parquet") if (tmp_path / "in").mkdir() is None else None
+    run(
+        str(tmp_path / "in"),
+        str(tmp_path / "out"),
+        Options(base_url=server.base_url, model="m", max_rounds=1),
+    )
+    for stage_dir in ("generated", "refined", "graded", "kept"):
+        table = pq.read_table(tmp_path / "out" / stage_dir / "p.parquet")
+        names = table.column_names
+        assert len(names) == len(set(names)) and "input2_cot" in names and "input_cot" in names, stage_dir
+        for name in CARRIED.column_names:
+            kept_as = "input2_cot" if name == "cot" else name
+            assert table.schema.field(kept_as).type == CARRIED.schema.field(name).type, (stage_dir, name)
+            assert table.column(kept_as).equals(CARRIED.column(name)), (stage_dir, name)

@@ -78,3 +78,39 @@ def test_the_key_can_come_from_a_prefect_secret_block(
         main(["generate", "--input", str(tmp_path / "in"), "--output", str(out), "--config", str(config)])
         == 2
     )
+
+
+def _config(root: Path, line: str) -> list[str]:
+    (root / "c.toml").write_text(f'[endpoint]\nbase_url = "http://127.0.0.1:9/v1"\nmodel = "m"\n{line}\n')
+    return ["--config", str(root / "c.toml")]
+
+
+MISCONFIGURED: dict[str, Callable[[Path], list[str]]] = {
+    "api_key in the config": lambda root: _config(root, f'api_key = "{SECRET}"'),
+    "key as api_key_env": lambda root: _config(root, f'api_key_env = "{SECRET}"'),
+    "key in the base URL": lambda root: ["--base-url", f"https://u:{SECRET}@127.0.0.1:9/v1", "--model", "m"],
+}
+
+
+@pytest.mark.usefixtures("prefect_api", "clean_env")
+@pytest.mark.parametrize("case", list(MISCONFIGURED))
+def test_a_misconfigured_key_is_never_echoed_written_or_sent_to_prefect(
+    tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    write_partition(tmp_path / "in" / "p.parquet", [{"id": "r1", "prompt": "Hello?"}])
+    out = tmp_path / "out"
+    argv = ["run", "--input", str(tmp_path / "in"), "--output", str(out), *MISCONFIGURED[case](tmp_path)]
+    with get_client(sync_client=True) as client:
+        runs_before = len(client.read_flow_runs())
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("aidsafe: error: ") and SECRET not in captured.out + captured.err
+    assert SECRET not in caplog.text
+    for path in (p for p in out.rglob("*") if p.is_file()):
+        assert SECRET.encode() not in path.read_bytes(), path
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs()
+        logs = client.read_logs()
+    assert len(runs) == runs_before  # refused before any flow run: nothing reached Prefect's database
+    assert all(SECRET not in repr(run.parameters) + repr(run.state) for run in runs)
+    assert all(SECRET not in log.message for log in logs)
