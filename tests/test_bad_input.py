@@ -51,7 +51,7 @@ def test_bad_partitions(
         generate(
             output=str(tmp_path / "out"),
             input=str(tmp_path / "in"),
-            options=Options(base_url=server.base_url, model="m"),
+            options=Options(base_url=server.base_url, model="m", max_failed_fraction=1.0),
         )
     assert pq.read_table(tmp_path / "out" / "generated" / "a-good.parquet").num_rows == 1
     failure = pq.read_table(tmp_path / "out" / "failures" / "generate" / "b-bad.parquet").to_pylist()[0]
@@ -69,7 +69,8 @@ def test_bad_rows(
     server = fake_openai()
     write_partition(tmp_path / "in" / "p.parquet", [*GOOD, {"id": "bad", "prompt": prompt}])
     config = tmp_path / "c.toml"
-    config.write_text(f'max_prompt_chars = 3000\n[endpoint]\nbase_url = "{server.base_url}"\nmodel = "m"\n')
+    endpoint = f'[endpoint]\nbase_url = "{server.base_url}"\nmodel = "m"\n'
+    config.write_text(f"max_prompt_chars = 3000\nmax_failed_fraction = 1.0\n{endpoint}")
     summary = generate(
         output=str(tmp_path / "out"), input=str(tmp_path / "in"), options=Options(config=config)
     )
@@ -89,7 +90,7 @@ def test_duplicate_ids_within_and_across_partitions(
     generate(
         output=str(tmp_path / "out"),
         input=str(tmp_path / "in"),
-        options=Options(base_url=server.base_url, model="m"),
+        options=Options(base_url=server.base_url, model="m", max_failed_fraction=1.0),
     )
     failures = pq.read_table(tmp_path / "out" / "failures" / "generate").to_pylist()
     assert sorted((f["partition"], f["row"]) for f in failures) == [("a", 1), ("b", 0)]
@@ -178,7 +179,8 @@ def test_carried_columns_of_every_arrow_type_pass_every_stage_unchanged(
     from flows.run import run
 
     server = fake_openai()
-    pq.write_table(CARRIED, tmp_path / "in" / "p.parquet") if (tmp_path / "in").mkdir() is None else None
+    (tmp_path / "in").mkdir()
+    pq.write_table(CARRIED, tmp_path / "in" / "p.parquet")
     run(
         str(tmp_path / "in"),
         str(tmp_path / "out"),

@@ -50,7 +50,7 @@ def test_a_run_survives_twenty_percent_faulty_calls(
 def test_permanent_errors_fail_fast(tmp_path: Path, fake_openai: Callable[..., FakeOpenAI]) -> None:
     server = fake_openai(faults=lambda request, n: "401" if request.tool == "IntentList" else None)
     write_partition(tmp_path / "in" / "p.parquet", [{"id": f"r{i}", "prompt": f"Q {i}?"} for i in range(3)])
-    options = Options(base_url=server.base_url, model="m")
+    options = Options(base_url=server.base_url, model="m", max_failed_fraction=1.0)
     summary = generate(output=str(tmp_path / "out"), input=str(tmp_path / "in"), options=options)
     failures = pq.read_table(tmp_path / "out" / "failures").to_pylist()
     assert summary.rows_ok == 0 and len(failures) == 3

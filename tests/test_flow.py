@@ -106,7 +106,7 @@ def test_every_row_reaches_output_or_failures(tmp_path: Path, fake_openai: Calla
     write_partition(
         tmp_path / "in" / "q.parquet", [{"id": "a-0", "prompt": "again", "label": "", "score": 1}], SCHEMA
     )
-    summary = run(server, tmp_path / "in", tmp_path / "out")
+    summary = run(server, tmp_path / "in", tmp_path / "out", max_failed_fraction=1.0)
     done = pq.read_table(tmp_path / "out" / "generated").column("id").to_pylist()
     failures = pq.read_table(tmp_path / "out" / "failures").to_pylist()
     assert sorted(done) == ["a-0", "a-1", "a-2"]

@@ -37,7 +37,11 @@ def test_retry_redoes_only_the_failed_rows(tmp_path: Path, fake_openai: Callable
     rows = [{"id": "a", "prompt": "Solid question?"}, {"id": "b", "prompt": "FRAGILE question?"}]
     write_partition(tmp_path / "in" / "p.parquet", rows)
     out = tmp_path / "out"
-    run(str(tmp_path / "in"), str(out), Options(base_url=server.base_url, model="m", max_rounds=1))
+    run(
+        str(tmp_path / "in"),
+        str(out),
+        Options(base_url=server.base_url, model="m", max_rounds=1, max_failed_fraction=1.0),
+    )
     assert set(rows_of(out, "graded")) == {"a"}
     assert [f["id"] for f in pq.read_table(out / "failures" / "generate").to_pylist()] == ["b"]
     first = rows_of(out, "graded")["a"]
@@ -80,7 +84,7 @@ def test_added_rows_are_the_only_rows_processed(
     tmp_path: Path, fake_openai: Callable[..., FakeOpenAI]
 ) -> None:
     server = fake_openai()
-    options = Options(base_url=server.base_url, model="m", max_rounds=1)
+    options = Options(base_url=server.base_url, model="m", max_rounds=1, max_failed_fraction=1.0)
     source = tmp_path / "in" / "p.parquet"
     write_partition(source, [{"id": "a", "prompt": "One?"}])
     generate(output=str(tmp_path / "out"), input=str(source.parent), options=options)

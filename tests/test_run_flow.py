@@ -175,3 +175,31 @@ def test_a_renamed_partition_is_found_by_content_and_a_removed_one_leaves_the_ou
     assert "removed 8 stale partition file(s)" in printed  # generated, refined, graded, baseline + failures
     assert ids_in(out, "graded") == ["s1", "u1"]
     assert main(["prune", "--output", str(out)]) == 0 and "removed 0 stale" in capsys.readouterr().out
+
+
+def test_a_run_whose_rows_fail_ends_failed_shows_counts_and_retry_fixes_it(
+    tmp_path: Path, fake_openai: Callable[..., FakeOpenAI], capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = {"on": True}
+
+    def refiner_names_a_missing_thought(request: Request) -> Reply:
+        if broken["on"] and request.tool == "Refinement":
+            return Reply({"removed": [{"number": 9, "reason": "redundant"}], "response": "Final."})
+        return default_script(request)
+
+    server = fake_openai(refiner_names_a_missing_thought)
+    source, out = make_input(tmp_path / "in"), tmp_path / "out"
+    argv = ["run", "--input", str(source), "--output", str(out), "--base-url", server.base_url,
+            "--model", "m", "--max-rounds", "1"]  # fmt: skip
+    assert main(argv) == 1  # the run failed: not a usage error, but not a success either
+    captured = capsys.readouterr()
+    assert "generate: 3 rows ok, 0 failed" in captured.out and "refine:   0 rows ok, 3 failed" in captured.out
+    assert "refine: 3 of 3 rows failed, above max_failed_fraction 0.1" in captured.err.splitlines()[-1]
+    with get_client(sync_client=True) as client:
+        runs = [r for r in client.read_flow_runs() if r.parameters.get("output") == str(out)]
+    parent = next(r for r in runs if r.parent_task_run_id is None)  # the `run` flow, not a stage subflow
+    assert parent.state is not None and parent.state.is_failed()
+    broken["on"] = False
+    assert main(["retry", "--output", str(out), "--base-url", server.base_url, "--model", "m"]) == 0
+    printed = capsys.readouterr().out
+    assert "refine:   3 rows ok, 0 failed" in printed and "grade:    3 rows ok, 0 failed" in printed

@@ -31,7 +31,8 @@ def test_the_key_is_used_but_never_written(
         tmp_path / "in" / "p.parquet", [{"id": "r1", "prompt": "Hello?"}, {"id": "r2", "prompt": " "}]
     )
     out = tmp_path / "out"
-    assert main(["run", "--input", str(tmp_path / "in"), "--output", str(out), "--max-rounds", "1"]) == 0
+    argv = ["run", "--input", str(tmp_path / "in"), "--output", str(out), "--max-rounds", "1"]
+    assert main([*argv, "--max-failed-fraction", "1"]) == 0  # one row is bad input on purpose
     assert main(["export", "sft", "--output", str(out), "--split", "1,0,0"]) == 0
     assert all(r.headers["authorization"] == f"Bearer {SECRET}" for r in server.requests)
     written = [p for p in out.rglob("*") if p.is_file()]
