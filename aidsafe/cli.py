@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, NoReturn
 
+from aidsafe.children import reap_orphans
 from aidsafe.config import Options, add_setting_arguments, apply_prefect_defaults, options_from_args
 from aidsafe.errors import AidsafeError, ConfigError
+from aidsafe.interrupt import exit_now, interrupts
 from aidsafe.lock import output_lock
 from aidsafe.pipeline import PIPELINE, run_steps, source_of, step, step_names
 from aidsafe.preflight import check_input, check_output, check_settings
@@ -197,12 +201,24 @@ def stage_counts(args: argparse.Namespace) -> list[str]:
     return lines
 
 
+def _services(args: argparse.Namespace) -> AbstractContextManager[object]:
+    """What a pipeline command runs inside: a Prefect API (a temporary one when none is configured)."""
+    if args.command in ("export", "prune"):
+        return nullcontext()
+    from aidsafe.prefect_server import prefect_api
+
+    for stopped in reap_orphans():
+        print(f"aidsafe: stopped the {stopped}", file=sys.stderr)
+    return prefect_api(Path(args.output) / "logs" / "prefect-server.log")
+
+
 def _execute(args: argparse.Namespace) -> list[str]:
     """Validate, then run the command holding the output directory's lock."""
     commands = {"export": _export, "prune": _prune}
     command = commands.get(args.command, _pipeline_command)(args)
     Path(args.output).mkdir(parents=True, exist_ok=True)
-    with output_lock(args.output), progress_bar(enabled=args.command not in ("export", "report", "prune")):
+    bar = progress_bar(enabled=args.command not in ("export", "report", "prune"))
+    with output_lock(args.output), _services(args), bar:
         try:
             return command() + stage_counts(args)
         except AidsafeError:
@@ -212,13 +228,19 @@ def _execute(args: argparse.Namespace) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     apply_prefect_defaults()
-    try:
-        for line in _execute(build_parser().parse_args(argv)):
-            print(line)
-        return 0
-    except AidsafeError as exc:
-        print(f"aidsafe: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    with interrupts() as interrupted:
+        try:
+            for line in _execute(build_parser().parse_args(argv)):
+                print(line)
+            return 0
+        except AidsafeError as exc:
+            print(f"aidsafe: error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        except KeyboardInterrupt:
+            print(f"aidsafe: interrupted ({signal.Signals(interrupted.exit_code - 128).name}): finished "
+                  "partitions are kept; run the same command again to go on", file=sys.stderr)  # fmt: skip
+            exit_now(interrupted.exit_code)
+            raise  # not reached
 
 
 if __name__ == "__main__":

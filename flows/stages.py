@@ -20,6 +20,7 @@ from aidsafe.config import Options
 from aidsafe.embedded import live_settings
 from aidsafe.errors import PartitionsFailed, TooManyFailedRows
 from aidsafe.execute import PartitionResult, is_done
+from aidsafe.interrupt import rows_stop_on_interrupt
 from aidsafe.lock import output_lock
 from aidsafe.pipeline import PIPELINE, input_files, source_of
 from aidsafe.plan import plan_jobs
@@ -61,7 +62,8 @@ def run_stage(
     jobs = plan_jobs(stage, paths, output_dir, settings, policies, prompts, retrying(retry))
     logger.info("%s: %d partition(s), policy set %s", stage.name, len(jobs), policies.hash)
     pending = [job for job in jobs if not is_done(stage, job)]
-    with live_settings(settings, output_dir / "logs" / "embedded-server.log", needed=bool(pending)) as live:
+    log = output_dir / "logs" / "embedded-server.log"
+    with live_settings(settings, log, needed=bool(pending)) as live, rows_stop_on_interrupt():
         task = partition_task.with_options(
             retries=settings.partition_retries, retry_delay_seconds=settings.partition_retry_delays
         )

@@ -12,6 +12,7 @@ from prefect.logging import get_run_logger
 
 from aidsafe.errors import is_transient
 from aidsafe.execute import PartitionJob, PartitionResult, is_done, run_partition, skipped_result
+from aidsafe.interrupt import STOPPING
 from aidsafe.pipeline import row_stage, step
 from aidsafe.progress import publish
 from aidsafe.prompts import PromptSet
@@ -19,11 +20,12 @@ from aidsafe.stage import StepResult, WholeStep
 
 
 def retry_transient(task: object, task_run: object, state: Any) -> bool:
-    """Retry a task only when it failed on a transient error (an outage, not a bad row or a bug)."""
+    """Retry a task only when it failed on a transient error (an outage, not a bad row or a bug), and
+    never once the command is being interrupted (its servers are stopping: every call would fail)."""
     try:
         state.result()
     except Exception as exc:
-        return is_transient(exc)
+        return is_transient(exc) and not STOPPING.is_set()
     return False
 
 

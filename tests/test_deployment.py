@@ -18,8 +18,8 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
+from aidsafe.children import free_port
 from aidsafe.config import PROJECT_ROOT
-from aidsafe.embedded import free_port
 from tests.conftest import write_partition
 from tests.openai_server import FakeOpenAI, Reply, Request, default_script
 

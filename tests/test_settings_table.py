@@ -41,6 +41,8 @@ SAMPLES: dict[str, tuple[Any, Any, Any]] = {
     "max_prompt_chars": (5000, 6000, 7000),
     "partition_retries": (0, 1, 3),
     "partition_retry_delay": (0.5, 1.5, 2.5),
+    "checkpoint_rows": (100, 200, 300),
+    "checkpoint_seconds": (5.0, 10.0, 30.0),
     "policies": (Path("/env/policies"), Path("/file/policies"), Path("/cli/policies")),
     "prompts": (Path("/env/prompts"), Path("/file/prompts"), Path("/cli/prompts")),
     "cache_dir": (Path("/env/cache"), Path("/file/cache"), Path("/cli/cache")),
