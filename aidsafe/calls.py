@@ -7,7 +7,7 @@ is a bug and propagates, failing the partition).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import BaseModel
@@ -45,9 +45,16 @@ class RowCalls:
         schema: type[T],
         data: Mapping[str, Value],
         check: Check[T] | None = None,
+        follow_up: Sequence[str] = (),
+        *,
+        focus: str | None = None,
     ) -> T:
-        """Render `prompt` with data, call `role`, validate; StageFailed(prompt) if the role cannot answer."""
-        messages = self._prompts[prompt].messages(**data)
+        """Render `prompt` with data, call `role`, validate; StageFailed(prompt) if the role cannot answer.
+
+        follow_up: texts sent as further user messages after the rendered prompt (e.g. a re-ask).
+        focus: a review focus (agents/*.toml) whose instructions end the system message."""
+        rendered = self._prompts.messages(prompt, data, focus)
+        messages = [*rendered, *(("human", text) for text in follow_up)]
         try:
             result, usage = await self._models[role].call(schema, messages, check)
         except row_errors() as exc:

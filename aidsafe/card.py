@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +14,30 @@ import aidsafe
 from aidsafe.config import PROJECT_ROOT
 from aidsafe.errors import PolicyError
 from aidsafe.policies import load_policies
-from aidsafe.report_files import read_failures
+from aidsafe.report_files import read_failures, stored_thresholds
 from aidsafe.schemas import METRICS
+from aidsafe.self_grading import self_grading, warning
+from aidsafe.thresholds import are_defaults, resolve_thresholds
 
 XSTEST_NOTE = (
     'Prompts from XSTest (Röttger et al., NAACL 2024, "XSTest: A Test Suite for Identifying Exaggerated '
     'Safety Behaviours in Large Language Models"), licensed CC BY 4.0; keep this attribution when you share '
     "the data."
 )
+ADVBENCH_NOTE = (
+    "Harmful prompts from AdvBench, harmful_behaviors (Zou et al. 2023, Universal and Transferable "
+    "Adversarial Attacks on Aligned Language Models, arXiv:2307.15043), MIT licence, Copyright (c) 2023 Andy "
+    "Zou: keep the copyright and permission notice (`data/ADVBENCH_LICENSE` in aidsafe) with the data. "
+    "Content warning: each of them asks for harmful content."
+)
+DOLLY_NOTE = (
+    "Benign prompts from databricks-dolly-15k (Conover et al. 2023, Databricks), Copyright (2023) "
+    "Databricks, Inc., licensed CC BY-SA 3.0 (https://creativecommons.org/licenses/by-sa/3.0/; some material "
+    "derives from Wikipedia, CC BY-SA 3.0): give this attribution, and share a dataset containing these "
+    "prompts under the same licence (ShareAlike)."
+)
+# The licence note of the prompts whose ids start with each prefix (as the converters in scripts/ write them).
+LICENCE_NOTES = {"xstest-": XSTEST_NOTE, "advbench-": ADVBENCH_NOTE, "dolly-": DOLLY_NOTE}
 
 
 def code_version() -> str:
@@ -91,8 +108,10 @@ DESCRIPTIONS = {
     "dpo": (
         "Preference pairs (chosen / rejected)",
         "TRL's conversational preference format (`prompt`, `chosen`, `rejected`)",
-        " Rejected answers come from a misleading belief, written by an ear-whisperer agent and prepended to "
-        "the prompt; the chosen answer is the refined one.",
+        " Rejected answers come from a misleading belief, written by an ear-whisperer agent and put before "
+        "the prompt, answered by the responder model as one ordinary user message; the chosen answer is the "
+        "refined one. A pair is kept only when the chosen CoT's policy faithfulness beats the rejected one's "
+        "by the margin and the chosen answer meets the score thresholds.",
     ),
 }
 
@@ -130,8 +149,31 @@ def _settings(summaries: dict[str, dict[str, Any]]) -> str:
     return (
         f"{s.get('agents', 'n/a')} deliberation agents, a budget of {s.get('max_rounds', 'n/a')} turns; "
         f"DPO: up to {dpo.get('dpo_attempts', 'n/a')} attempts, rejected when CoT policy faithfulness <= "
-        f"{dpo.get('dpo_max_score', 'n/a')}.\n"
+        f"{dpo.get('dpo_max_score', 'n/a')} and at least {dpo.get('dpo_margin', 'n/a')} below the chosen "
+        f"CoT's; the whisperer asked again up to {dpo.get('dpo_whisper_retries', 'n/a')} times after a "
+        "refusal.\n"
     )
+
+
+def _licence(rows: pd.DataFrame) -> str:
+    """The licence notes of the sources the rows' prompts come from (by id prefix)."""
+    ids = rows["id"].astype(str) if not rows.empty else pd.Series([], dtype=str)
+    found = [note for prefix, note in LICENCE_NOTES.items() if ids.str.startswith(prefix).any()]
+    return "\n\n".join(found) or "The prompts keep the licence of their source; check it before sharing."
+
+
+def _self_graded(rows: pd.DataFrame) -> list[str]:
+    """A prominent warning when the exported rows were graded by a model that also wrote them."""
+    found = self_grading(rows)
+    return [f"> {warning(found, 'exported rows')}\n"] if found.found else []
+
+
+def _thresholds(output_dir: Path) -> str:
+    """The score thresholds the kept rows meet (those of the run's last report)."""
+    thresholds = resolve_thresholds(stored_thresholds(output_dir))
+    limits = ", ".join(f"`{m}` >= {v}" for m, v in thresholds.items()) or "none (every graded row kept)"
+    which = " (the defaults)" if are_defaults(thresholds) else ""
+    return f"Score thresholds of the kept rows: {limits}{which}.\n"
 
 
 def render_card(
@@ -142,14 +184,12 @@ def render_card(
     left_out: dict[str, int],
     suffix: str = "parquet",
     config: str = "default",
+    notes: Sequence[str] = (),
 ) -> str:
-    """The dataset card of an export (kind: sft or dpo)."""
+    """The dataset card of an export (kind: sft or dpo); notes: further sections, before the licence."""
     what, fmt, extra = DESCRIPTIONS[kind]
     summaries = _summaries(output_dir)
-    xstest = rows["id"].astype(str).str.startswith("xstest-").any() if not rows.empty else False
-    licence = (
-        XSTEST_NOTE if xstest else "The prompts keep the licence of their source; check it before sharing."
-    )
+    licence = _licence(rows)
     split_table = "\n".join(["| split | rows |", "|---|---|", *(f"| {n} | {c} |" for n, c in counts.items())])
     policy_sets = set(rows["policy_set"].dropna()) if "policy_set" in rows.columns else set()
     sections = [
@@ -157,12 +197,14 @@ def render_card(
         f"# aidsafe {kind.upper()} dataset\n\n{what} with policy-embedded chains of thought, made by aidsafe "
         f"{code_version()} with the AIDSAFE recipe (intent decomposition, a first draft, multi-agent "
         f"deliberation over written safety policies, refinement, auto-grading).{extra}\n",
+        *_self_graded(rows),
         f"## Splits\n\nBy distinct prompt (seeded): no prompt is in two splits.\n\n{split_table}\n",
         f"## How to load\n\n{_loading(counts, fmt, suffix)}",
         f"## How it was made\n\nModels per role:\n\n{_models(rows, summaries)}",
         f"Settings: {_settings(summaries)}",
-        f"## Scores of the exported rows\n\n{_scores(rows)}",
+        f"## Scores of the exported rows\n\n{_scores(rows)}\n{_thresholds(output_dir)}",
         f"## Left out\n\n{_left_out(output_dir, left_out)}",
+        *notes,
         f"## Licence of the inputs\n\n{licence}\n",
         f"## Policies\n\n{_policy_section(summaries, policy_sets)}",
     ]

@@ -67,8 +67,20 @@ def _add(sub: Any, name: str, help: str, stages: list[str], *, input: bool) -> a
 
 
 def _thresholds(p: argparse.ArgumentParser) -> None:
-    text = "keep only rows scoring at least N on METRIC (repeatable), e.g. faithfulness_policy_cot=4"
-    p.add_argument("--min-score", action="append", default=[], metavar="METRIC=N", help=text)
+    from aidsafe.thresholds import DEFAULT_THRESHOLDS
+
+    defaults = ", ".join(f"{m}={n}" for m, n in DEFAULT_THRESHOLDS.items())
+    text = (f"keep only rows scoring at least N on METRIC (repeatable; sets that metric over the defaults "
+            f"{defaults}); `none` drops every threshold (keep all graded rows)")  # fmt: skip
+    p.add_argument("--min-score", action="append", default=[], metavar="METRIC=N|none", help=text)
+
+
+def _calibration(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--calibrate", metavar="FILE",
+        help="instead of grading OUTPUT/refined: grade a labelled calibration set (JSONL or Parquet, e.g. "
+        "data/calibration/grader-calibration.jsonl) and write the grader's agreement to OUTPUT/calibration/",
+    )  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = _add(sub, s.name, s.help, [s.name] if isinstance(s, RowStage) else [], input=s.reads == INPUT)
         if isinstance(s, WholeStep):
             _thresholds(p)
+        if s.name == "grade":
+            _calibration(p)
     _add(sub, "retry", "redo only the rows in the failures tables (and what depends on them)", every,
          input=False)  # fmt: skip
     _export_parser(sub)
@@ -108,19 +122,17 @@ def _export_parser(sub: Any) -> None:
         "--split", default="0.9,0.05,0.05", help="train,validation,test ratios (default 0.9,0.05,0.05)"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
+    p.add_argument("--decontaminate", action="store_true",
+                   help="drop rows whose prompt overlaps an evaluation set (default: report)")  # fmt: skip
+    p.add_argument("--eval-sets", type=Path, metavar="FILE",
+                   help="the evaluation sets to check against (default data/eval_sets.toml)")  # fmt: skip
 
 
 def parse_thresholds(items: list[str]) -> dict[str, int]:
-    """--min-score METRIC=N items, checked (metric names, 1-5)."""
-    from aidsafe.report import check_thresholds
+    """--min-score METRIC=N|none items over the default thresholds, checked (metric names, 1-5)."""
+    from aidsafe.thresholds import parse_thresholds as parse
 
-    thresholds = {}
-    for item in items:
-        metric, sep, value = item.partition("=")
-        if not sep or not value.strip().isdigit():
-            raise ConfigError(f"--min-score {item!r}: expected METRIC=N, e.g. faithfulness_policy_cot=4")
-        thresholds[metric.strip()] = int(value)
-    return check_thresholds(thresholds)
+    return parse(items)
 
 
 def checked_options(args: argparse.Namespace) -> Options:
@@ -141,15 +153,18 @@ def check_paths(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> Command:
+    from aidsafe.decontaminate import DEFAULT_EVAL_SETS, summary_line
     from aidsafe.export import export, parse_ratios
 
     formats = ("parquet", "jsonl") if args.format == "both" else (args.format,)
     split = (parse_ratios(args.split), args.seed)
+    checks = (args.decontaminate, args.eval_sets or DEFAULT_EVAL_SETS)
 
     def command() -> list[str]:
-        target, counts = export(args.kind, Path(args.output), args.dest, args.cot, formats, split)
-        rows = ", ".join(f"{name} {n}" for name, n in counts.items())
-        return [f"{args.kind} rows: {rows}", f"dataset:  {target}/", f"card:     {target / 'README.md'}"]
+        done = export(args.kind, Path(args.output), args.dest, args.cot, formats, split, *checks)
+        rows = ", ".join(f"{name} {n}" for name, n in done.counts.items())
+        return [f"{args.kind} rows: {rows}", f"overlap:  {summary_line(done.overlap, done.dropped)}",
+                f"dataset:  {done.target}/", f"card:     {done.target / 'README.md'}"]  # fmt: skip
 
     return command
 
@@ -173,7 +188,31 @@ def _pipeline_command(args: argparse.Namespace) -> Command:
     chosen, stage_flow = step(args.command), FLOWS[args.command]
     if isinstance(chosen, WholeStep):
         return lambda: stage_flow(args.output, thresholds).lines
+    if args.command == "dpo":
+        return lambda: [*stage_flow(args.output, None, options).lines(), dpo_line(Path(args.output))]
     return lambda: stage_flow(args.output, getattr(args, "input", None), options).lines()
+
+
+def dpo_line(output: Path) -> str:
+    """The dpo stage's result in one line: pairs, success rate, attempts and whisperer refusals."""
+    from aidsafe.dpo_report import read_dpo_stats
+
+    stats = read_dpo_stats(output)
+    if stats is None:
+        return "pairs:    none"
+    return (f"pairs:    {stats.pairs} of {stats.rows} rows ({stats.success_rate:.1%}), "
+            f"{stats.mean_attempts:.2f} attempts per row, {stats.refusals} whisperer refusals")  # fmt: skip
+
+
+def _calibrate(args: argparse.Namespace) -> Command:
+    """`grade --calibrate FILE`: the labelled set and the settings checked now; no Prefect, no run needed."""
+    from aidsafe.calibrate import calibrate
+    from aidsafe.calibration import load_calibration
+
+    options = checked_options(args)
+    rows = load_calibration(Path(args.calibrate))
+    check_output(Path(args.output))
+    return lambda: calibrate(rows, Path(args.calibrate), Path(args.output), options)
 
 
 def _prune(args: argparse.Namespace) -> Command:
@@ -203,7 +242,7 @@ def stage_counts(args: argparse.Namespace) -> list[str]:
 
 def _services(args: argparse.Namespace) -> AbstractContextManager[object]:
     """What a pipeline command runs inside: a Prefect API (a temporary one when none is configured)."""
-    if args.command in ("export", "prune"):
+    if args.command in ("export", "prune") or getattr(args, "calibrate", None):
         return nullcontext()
     from aidsafe.prefect_server import prefect_api
 
@@ -215,6 +254,8 @@ def _services(args: argparse.Namespace) -> AbstractContextManager[object]:
 def _execute(args: argparse.Namespace) -> list[str]:
     """Validate, then run the command holding the output directory's lock."""
     commands = {"export": _export, "prune": _prune}
+    if getattr(args, "calibrate", None):
+        commands["grade"] = _calibrate
     command = commands.get(args.command, _pipeline_command)(args)
     Path(args.output).mkdir(parents=True, exist_ok=True)
     bar = progress_bar(enabled=args.command not in ("export", "report", "prune"))

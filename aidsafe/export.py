@@ -3,7 +3,8 @@
 Formats are the conversational ones that TRL trainers and Hugging Face `datasets` read directly:
 SFT rows have `messages` (a list of {role, content}); DPO rows have `prompt`, `chosen` and `rejected`, each
 a list of messages. The CoT goes inside <think>...</think> before the response (default) or, with
-cot="field", in the assistant message's `reasoning_content`.
+cot="field", in the assistant message's `reasoning_content`. Every exported prompt is checked against the
+evaluation sets (aidsafe.decontaminate): the overlap is reported in the card, or dropped on request.
 """
 
 from __future__ import annotations
@@ -11,14 +12,17 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from aidsafe.decontaminate import DEFAULT_EVAL_SETS, Overlap, card_section, find_overlap, load_eval_sets
 from aidsafe.errors import AidsafeError
 from aidsafe.partitions import write_atomic
 from aidsafe.pipeline import output_files
@@ -130,6 +134,54 @@ def _rows(step: str, output_dir: Path, needs: str) -> list[dict[str, Any]]:
     return [row for f in files for row in pq.read_table(f).to_pylist()]
 
 
+@dataclass
+class Selection:
+    """The rows an export writes, their records, what was left out (reason -> rows), extra card sections."""
+
+    rows: list[dict[str, Any]]
+    records: list[dict[str, Any]]
+    left_out: dict[str, int]
+    notes: list[str] = field(default_factory=list)
+
+    def drop(self, positions: Collection[int], reason: str) -> None:
+        keep = [i for i in range(len(self.rows)) if i not in positions]
+        self.rows, self.records = [self.rows[i] for i in keep], [self.records[i] for i in keep]
+        self.left_out[reason] = len(positions)
+
+
+class Exported(NamedTuple):
+    target: Path
+    counts: dict[str, int]
+    overlap: Overlap
+    dropped: bool  # the overlapping rows were dropped (--decontaminate)
+
+
+def select_sft(output_dir: Path, cot: CotStyle) -> Selection:
+    rows = _rows("report", output_dir, "`aidsafe report` (or `aidsafe run`)")
+    graded = sum(pq.read_metadata(f).num_rows for f in output_files("grade", output_dir))
+    left_out = {"graded rows below the score thresholds": graded - len(rows)}
+    return Selection(rows, [sft_record(r, cot) for r in rows], left_out)
+
+
+def select_dpo(output_dir: Path, cot: CotStyle) -> Selection:
+    """The pairs: rows with a clearly worse answer whose chosen side meets the report's thresholds."""
+    from aidsafe.dpo_report import OUTCOME_TEXT, dpo_markdown, dpo_stats
+    from aidsafe.report_files import stored_thresholds  # matplotlib: import only when exporting
+    from aidsafe.thresholds import resolve_thresholds
+
+    candidates = _rows("dpo", output_dir, "`aidsafe dpo`")
+    thresholds = resolve_thresholds(stored_thresholds(output_dir))  # the last report's (else the defaults)
+    chosen_ok = [all(r[f"score_{m}"] >= v for m, v in thresholds.items()) for r in candidates]
+    rows = [r for r, ok in zip(candidates, chosen_ok, strict=True) if r["dpo_pair"] and ok]
+    outcomes = Counter(r.get("dpo_outcome") or "no_clear_margin" for r in candidates if not r["dpo_pair"])
+    left_out = {f"rows where {OUTCOME_TEXT[k]}": n for k, n in outcomes.items()}
+    left_out["pairs whose chosen answer is below the score thresholds"] = sum(
+        r["dpo_pair"] and not ok for r, ok in zip(candidates, chosen_ok, strict=True)
+    )
+    notes = [dpo_markdown(dpo_stats(pd.DataFrame(candidates)))]
+    return Selection(rows, [dpo_record(r, cot) for r in rows], left_out, notes)
+
+
 def export(
     kind: Literal["sft", "dpo"],
     output_dir: Path,
@@ -137,28 +189,26 @@ def export(
     cot: CotStyle = "think",
     formats: Sequence[str] = ("parquet", "jsonl"),
     split: tuple[tuple[float, float, float], int] = ((0.9, 0.05, 0.05), 0),
-) -> tuple[Path, dict[str, int]]:
-    """Write an export (splits + README.md dataset card); returns its directory and the rows per split."""
+    decontaminate: bool = False,
+    eval_sets: Path = DEFAULT_EVAL_SETS,
+) -> Exported:
+    """Write an export (splits + README.md dataset card); returns its directory, the rows per split and the
+    overlap of its prompts with the evaluation sets (dropped with decontaminate, else only reported)."""
     from aidsafe.card import render_card  # the card reads policies and failures: import only when exporting
 
     target = dest or output_dir / "export" / kind
-    if kind == "sft":
-        rows = _rows("report", output_dir, "`aidsafe report` (or `aidsafe run`)")
-        graded = sum(pq.read_metadata(f).num_rows for f in output_files("grade", output_dir))
-        left_out = {"graded rows below the score thresholds": graded - len(rows)}
-        records = [sft_record(r, cot) for r in rows]
-    else:
-        candidates = _rows("dpo", output_dir, "`aidsafe dpo`")
-        rows = [r for r in candidates if r["dpo_pair"]]
-        left_out = {"rows where no belief produced a clearly worse answer": len(candidates) - len(rows)}
-        records = [dpo_record(r, cot) for r in rows]
-    if not records:
-        raise AidsafeError(
-            f"{kind}: no rows to export ({', '.join(f'{k}: {v}' for k, v in left_out.items())})"
-        )
-    counts = write_splits(rows, records, split, target, formats)
+    chosen = select_sft(output_dir, cot) if kind == "sft" else select_dpo(output_dir, cot)
+    overlap = find_overlap(load_eval_sets(eval_sets), [r["prompt"] for r in chosen.rows])
+    chosen.notes.append(card_section(overlap, [str(r["id"]) for r in chosen.rows], decontaminate))
+    if decontaminate:
+        chosen.drop(overlap.matches.keys(), "rows whose prompt overlaps an evaluation set (--decontaminate)")
+    if not chosen.records:
+        reasons = ", ".join(f"{k}: {v}" for k, v in chosen.left_out.items())
+        raise AidsafeError(f"{kind}: no rows to export ({reasons})")
+    counts = write_splits(chosen.rows, chosen.records, split, target, formats)
     suffix = "parquet" if "parquet" in formats else "jsonl"
     config = f"{kind}-{_content_hash(target, counts, suffix)}"
-    card = render_card(kind, pd.DataFrame(rows), counts, output_dir, left_out, suffix, config)
+    frame = pd.DataFrame(chosen.rows)
+    card = render_card(kind, frame, counts, output_dir, chosen.left_out, suffix, config, chosen.notes)
     (target / "README.md").write_text(card, encoding="utf-8")
-    return target, counts
+    return Exported(target, counts, overlap, decontaminate)

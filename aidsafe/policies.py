@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from aidsafe.errors import PolicyError
+
+# The tags that structure the policies in prompts. aidsafe.prompts neutralises them in every data value, so
+# text in a user prompt or a model's reply (a `### Policy` heading, a <policy> tag) can never add a policy.
+TAGS = frozenset({"policies", "policy"})
+_POLICY_TAG = re.compile(r"<\s*/?\s*polic(?:y|ies)\b", re.IGNORECASE)
 
 
 class Policy(BaseModel):
@@ -20,6 +26,13 @@ class Policy(BaseModel):
     id: str = Field(pattern=r"^[a-z][a-z0-9_]{1,63}$", description="Stable snake_case identifier")
     title: str = Field(min_length=3, max_length=200)
     text: str = Field(min_length=20, description="What is and is not allowed, and how to help safely")
+
+    @field_validator("title", "text")
+    @classmethod
+    def _no_policy_tags(cls, value: str) -> str:
+        if _POLICY_TAG.search(value):
+            raise ValueError("must not contain <policy> or <policies> tags (they delimit the policies)")
+        return value
 
 
 class PolicySet(BaseModel):
@@ -36,8 +49,12 @@ class PolicySet(BaseModel):
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def render(self) -> str:
-        """The policies as the text placed in prompts."""
-        return "\n\n".join(f"### Policy `{p.id}`: {p.title}\n{p.text.strip()}" for p in self.policies)
+        """The policies as the text placed in prompts: one <policy id="..."> element each, inside <policies>.
+
+        Only this structure makes a policy; the tags are neutralised in all data (see TAGS).
+        """
+        items = (f'<policy id="{p.id}">\n{p.title}\n\n{p.text.strip()}\n</policy>' for p in self.policies)
+        return "<policies>\n" + "\n\n".join(items) + "\n</policies>"
 
 
 def _load_policy(path: Path) -> Policy:

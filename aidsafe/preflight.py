@@ -18,6 +18,7 @@ from aidsafe.errors import ConfigError, InputError
 from aidsafe.partitions import REQUIRED_COLUMNS, discover
 from aidsafe.policies import load_policies
 from aidsafe.prompts import PromptSet, load_prompts
+from aidsafe.stages.generate import agent_focus
 
 CHARS_PER_TOKEN = 3.5  # a conservative estimate for English text
 REPLY_MARGIN = 256  # tokens for the row's own text at least
@@ -28,13 +29,14 @@ def check_settings(options: Options) -> Settings:
     settings = options.load()
     prompts = load_prompts(settings.prompts_dir, load_policies(settings.policies_dir).render())
     check_context(settings, prompts)
+    agent_focus(settings, prompts)  # every agent's focus names a focus file
     return settings
 
 
 def check_context(settings: Settings, prompts: PromptSet) -> None:
     """The policies and the longest stage instructions, sent with every call, must leave room for a reply."""
     limit = settings.embedded.n_ctx if settings.uses_embedded else settings.context_tokens
-    longest = max(len(stage.system) for stage in prompts.stages.values())
+    longest = max(len(system) for system in prompts.systems)
     reply = max(endpoint.max_tokens for endpoint in settings.roles.values())
     tokens = int(longest / CHARS_PER_TOKEN)
     if tokens + reply + REPLY_MARGIN > limit:

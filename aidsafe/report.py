@@ -1,5 +1,6 @@
 """The run report: AIDSAFE vs the zero-shot baseline, score distributions, deliberation and refinement
-statistics, failures, and (for XSTest-style labels) refusal rates. Pure computation and Markdown."""
+statistics, failures, (for XSTest-style labels) refusal rates, self-grading, the grader's spread over
+repeated grades and the rows each score threshold removed. Pure computation and Markdown."""
 
 from __future__ import annotations
 
@@ -9,20 +10,13 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from aidsafe.errors import ConfigError
+from aidsafe.dpo_report import DpoStats, dpo_markdown
 from aidsafe.schemas import METRICS
+from aidsafe.self_grading import SelfGrading, self_grading, warning
+from aidsafe.thresholds import are_defaults
+from aidsafe.thresholds import check_thresholds as check_thresholds  # re-exported
 
 METHODS = ("AIDSAFE", "LLM_ZS")
-
-
-def check_thresholds(thresholds: dict[str, int]) -> dict[str, int]:
-    """Minimum score per metric; names must be metrics and values 1-5."""
-    for metric, value in thresholds.items():
-        if metric not in METRICS:
-            raise ConfigError(f"unknown metric {metric!r} in thresholds; metrics are {list(METRICS)}")
-        if not 1 <= int(value) <= 5:
-            raise ConfigError(f"threshold for {metric} must be between 1 and 5, got {value}")
-    return {m: int(v) for m, v in thresholds.items()}
 
 
 def keep_mask(graded: pd.DataFrame, thresholds: dict[str, int]) -> pd.Series:
@@ -31,6 +25,43 @@ def keep_mask(graded: pd.DataFrame, thresholds: dict[str, int]) -> pd.Series:
     for metric, minimum in thresholds.items():
         mask &= graded[f"score_{metric}"] >= minimum
     return mask
+
+
+def removed_by(graded: pd.DataFrame, thresholds: dict[str, int]) -> dict[str, tuple[int, int]]:
+    """Per threshold: the rows below it, and the rows below it alone (kept but for this threshold)."""
+    below = {m: graded[f"score_{m}"] < minimum for m, minimum in thresholds.items()}
+    counts = sum((b.astype(int) for b in below.values()), pd.Series(0, index=graded.index))
+    return {m: (int(b.sum()), int((b & (counts == 1)).sum())) for m, b in below.items()}
+
+
+def scores(frame: pd.DataFrame, metric: str) -> pd.Series:
+    """A metric's scores: the mean of the grades where the rows have it (grader_samples), else the score."""
+    column = frame[f"score_{metric}"].astype(float)
+    mean = f"score_mean_{metric}"
+    return frame[mean].astype(float).fillna(column) if mean in frame.columns else column
+
+
+@dataclass
+class SpreadRow:
+    """The grader's spread over its repeated grades of one metric (rows graded more than once)."""
+
+    metric: str
+    rows: int
+    mean_spread: float
+    max_spread: int
+    disagreeing: int  # rows whose grades differ by 2 or more
+
+
+def spread_rows(frame: pd.DataFrame) -> list[SpreadRow]:
+    """Spread per metric over the rows graded several times (none when every row was graded once)."""
+    found = []
+    for metric in METRICS:
+        column = f"score_spread_{metric}"
+        spread = frame[column].dropna() if column in frame.columns else pd.Series(dtype=float)
+        if not spread.empty:
+            found.append(SpreadRow(metric, len(spread), float(spread.mean()), int(spread.max()),
+                                   int((spread >= 2).sum())))  # fmt: skip
+    return found
 
 
 @dataclass
@@ -59,6 +90,10 @@ class ReportData:
     refusal: dict[str, dict[str, float]] = field(default_factory=dict)  # method -> label -> rate
     kept: int = 0
     thresholds: dict[str, int] = field(default_factory=dict)
+    removed: dict[str, tuple[int, int]] = field(default_factory=dict)  # threshold -> (below, below it alone)
+    self_graded: dict[str, SelfGrading] = field(default_factory=dict)  # method -> its self-graded rows
+    spread: list[SpreadRow] = field(default_factory=list)
+    dpo: DpoStats | None = None  # OUTPUT/dpo as the last `aidsafe dpo` left it (None: it has not run)
 
 
 def _paired(graded: pd.DataFrame, baseline: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
@@ -71,6 +106,10 @@ def _paired(graded: pd.DataFrame, baseline: pd.DataFrame | None) -> tuple[pd.Dat
 
 def _distribution(frame: pd.DataFrame) -> dict[str, dict[int, int]]:
     return {m: {s: int((frame[f"score_{m}"] == s).sum()) for s in range(1, 6)} for m in METRICS}
+
+
+def _self_graded(frames: dict[str, pd.DataFrame]) -> dict[str, SelfGrading]:
+    return {method: found for method, frame in frames.items() if (found := self_grading(frame)).found}
 
 
 def _refusal(frames: dict[str, pd.DataFrame]) -> dict[str, dict[str, float]]:
@@ -104,9 +143,7 @@ def build_report(
     frames = {"AIDSAFE": ours} | ({"LLM_ZS": theirs} if theirs is not None else {})
     metrics = [
         MetricRow(
-            m,
-            float(ours[f"score_{m}"].mean()),
-            float(theirs[f"score_{m}"].mean()) if theirs is not None else None,
+            m, float(scores(ours, m).mean()), float(scores(theirs, m).mean()) if theirs is not None else None
         )
         for m in METRICS
     ]
@@ -125,6 +162,11 @@ def build_report(
         refusal=_refusal(frames),
         kept=int(keep_mask(graded, thresholds).sum()),
         thresholds=thresholds,
+        removed=removed_by(graded, thresholds),
+        self_graded=_self_graded(
+            {"AIDSAFE": graded} | ({"LLM_ZS": baseline} if baseline is not None else {})
+        ),
+        spread=spread_rows(graded),
     )
 
 
@@ -157,6 +199,7 @@ def render_markdown(report: ReportData, charts: list[str]) -> str:
     """The report as Markdown (charts referenced by file name)."""
     parts = [
         "# aidsafe report\n",
+        *(f"> {warning(found, WHAT[method])}\n" for method, found in report.self_graded.items()),
         f"Rows graded: {report.rows_graded}; compared with the baseline: {report.rows_compared}.\n",
         "## Mean scores (1-5)\n",
         _table(metrics_table(report)),
@@ -172,12 +215,45 @@ def render_markdown(report: ReportData, charts: list[str]) -> str:
     ]
     if report.refusal:
         parts += ["## Refusal rate by label (over-refusal on safe prompts)\n", _table(_refusal_rows(report))]
-    limits = ", ".join(f"{m} >= {v}" for m, v in report.thresholds.items()) or "none"
-    parts += [
-        f"## Kept for training\n\nThresholds: {limits}. Rows kept: {report.kept} of {report.rows_graded}.\n"
-    ]
+    if report.spread:
+        parts += ["## Grader spread over repeated grades (grader_samples)\n", _table(_spread_rows(report))]
+    parts += _kept_section(report)
+    parts += [dpo_markdown(report.dpo)] if report.dpo is not None else []
     parts += [f"![{name}]({name})\n" for name in charts]
     return "\n".join(parts)
+
+
+WHAT = {"AIDSAFE": "graded rows", "LLM_ZS": "baseline (LLM_ZS) rows"}
+
+
+def _kept_section(report: ReportData) -> list[str]:
+    limits = ", ".join(f"{m} >= {v}" for m, v in report.thresholds.items()) or "none"
+    which = (
+        "These are the default thresholds: `--min-score METRIC=N` changes one, `--min-score none` keeps "
+        "every graded row." if are_defaults(report.thresholds)
+        else "No thresholds (`--min-score none`): every graded row is kept." if not report.thresholds
+        else "Not the default thresholds (see `--min-score`)."
+    )  # fmt: skip
+    rows = [
+        {"threshold": f"{m} >= {report.thresholds[m]}", "rows below": str(below),
+         "removed by it alone": str(alone)}
+        for m, (below, alone) in report.removed.items()
+    ]  # fmt: skip
+    removed = report.rows_graded - report.kept
+    return [
+        f"## Kept for training\n\nThresholds: {limits}. Rows kept: {report.kept} of {report.rows_graded}.\n",
+        f"{which} Rows removed: {removed}"
+        + (", by threshold (a row below several counts in each):\n" if rows else ".\n"),
+        *([_table(rows)] if rows else []),
+    ]
+
+
+def _spread_rows(report: ReportData) -> list[dict[str, str]]:
+    return [
+        {"metric": r.metric, "rows": str(r.rows), "mean spread": f"{r.mean_spread:.2f}",
+         "max spread": str(r.max_spread), "rows spread >= 2": str(r.disagreeing)}
+        for r in report.spread
+    ]  # fmt: skip
 
 
 def _distribution_rows(report: ReportData) -> list[dict[str, str]]:

@@ -41,14 +41,14 @@ def read_failures(output_dir: Path) -> pd.DataFrame:
     return pd.concat([empty, *frames], ignore_index=True) if frames else empty
 
 
-def stored_thresholds(output_dir: Path) -> dict[str, int]:
-    """The thresholds of the last report of a run (none when it has no report)."""
+def stored_thresholds(output_dir: Path) -> dict[str, int] | None:
+    """The thresholds of the last report of a run (None, the defaults, when it has no report)."""
     path = output_dir / "report" / "thresholds.json"
-    return {str(k): int(v) for k, v in json.loads(path.read_text()).items()} if path.exists() else {}
+    return {str(k): int(v) for k, v in json.loads(path.read_text()).items()} if path.exists() else None
 
 
 def write_kept(output_dir: Path, thresholds: dict[str, int]) -> int:
-    """kept/<partition>.parquet: the graded rows that meet every threshold (all rows without thresholds)."""
+    """kept/<partition>.parquet: the graded rows that meet every threshold (all rows with none)."""
     kept = 0
     graded = output_files("grade", output_dir)
     for path in graded:

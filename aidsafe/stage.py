@@ -82,7 +82,7 @@ class WholeStep:
     help: str
     reads: str
     output: str
-    run: Callable[[Path, dict[str, int]], StepResult]  # (output directory, thresholds) -> result
+    run: Callable[[Path, dict[str, int] | None], StepResult]  # (output dir, thresholds; None: defaults)
     in_run: InRun = "always"
 
 

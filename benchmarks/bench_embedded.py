@@ -26,8 +26,8 @@ from aidsafe.embedded import embedded_server
 from aidsafe.models import Check, Messages, StructuredCaller, T, build_roles
 from aidsafe.policies import load_policies
 from aidsafe.prompts import load_prompts
+from aidsafe.stages.generate import deliberation_context
 from aidsafe.usage import Usage
-from graphs.context import Context
 from graphs.graph import graph
 
 Timing = tuple[str, float, int, int]  # role, seconds, input tokens, output tokens
@@ -58,7 +58,7 @@ async def bench(url: str, prompts_text: list[str], max_rounds: int) -> list[Timi
     async with openai.DefaultAsyncHttpxClient() as client:
         models = {role: Timed(m, log) for role, m in build_roles(settings, client, prompts).items()}
         for text in prompts_text:
-            context = Context(RowCalls(models, prompts), tuple(settings.agent_roles), settings.max_rounds)
+            context = deliberation_context(RowCalls(models, prompts), settings, prompts)
             await graph.ainvoke(
                 {"prompt": text}, context=context, config={"recursion_limit": context.recursion_limit}
             )

@@ -54,6 +54,7 @@ def run(
     """generate -> refine -> grade (+ baseline) -> report; a partly failed stage does not stop the next.
 
     retry: also redo the rows in the failures tables (always done when this flow run is a rerun).
+    thresholds: the minimum score per metric of the kept rows (None: the defaults; {}: keep every row).
     """
     retry = retrying(retry)
     with output_lock(output):

@@ -100,7 +100,7 @@ def whole_flow(step: WholeStep) -> Flow[..., StepResult]:
     def run_whole_step(output: str = "out", thresholds: dict[str, int] | None = None) -> StepResult:
         source_of(step.name, Path(output))  # what it reads must exist
         with output_lock(output):
-            result = step_task(step.name, output, thresholds or {})
+            result = step_task(step.name, output, thresholds)  # None: the step's defaults
         if result.markdown:
             create_markdown_artifact(key=f"aidsafe-{step.name}", markdown=result.markdown,
                                      description=f"aidsafe {step.name}")  # fmt: skip

@@ -60,7 +60,7 @@ def partition_task(job: PartitionJob, prompts: PromptSet) -> PartitionResult:
 
 
 @task(name="step", task_run_name="{name}", cache_policy=NO_CACHE)
-def step_task(name: str, output: str, thresholds: dict[str, int]) -> StepResult:
+def step_task(name: str, output: str, thresholds: dict[str, int] | None) -> StepResult:
     """Run a whole-output step (e.g. the report) once."""
     whole = step(name)
     assert isinstance(whole, WholeStep)

@@ -12,7 +12,7 @@ from langgraph.runtime import Runtime
 from graphs.context import Context
 from graphs.protocol import Value
 from graphs.schemas import Draft, IntentList, Verdict
-from graphs.state import State, Turn
+from graphs.state import State, StopReason, Turn
 
 
 async def decompose_intents(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -41,19 +41,36 @@ def _next_agent(state: State, context: Context) -> str:
 
 
 def _turn(state: State, context: Context, agent: str, verdict: Verdict, rounds: int) -> Turn:
+    """The log entry of one turn, with the CoT and response as they stand after it (how the CoT grew)."""
+    cot = state["cot"] if verdict.complete or verdict.thoughts is None else verdict.thoughts
+    response = state["response"] if verdict.complete or verdict.response is None else verdict.response
     return Turn(
         turn=rounds,
         agent=agent,
+        focus=context.focus.get(agent),
         model=context.caller.model_name(agent),
         verdict="complete" if verdict.complete else "revise",
         feedback=verdict.feedback,
-        cot_changed=not verdict.complete and verdict.thoughts != state["cot"],
-        response_changed=not verdict.complete and verdict.response != state["response"],
+        cot_changed=cot != state["cot"],
+        response_changed=response != state["response"],
+        cot=cot,
+        response=response,
     )
 
 
+def _stop_reason(state: State, context: Context, turn: Turn) -> StopReason | None:
+    """complete when the turn confirms and the loop may end (deliberation_end), budget_exhausted when the
+    budget is spent, else None (another turn)."""
+    if turn["verdict"] == "complete" and context.may_end([*state.get("deliberation_log", []), turn]):
+        return "complete"
+    if turn["turn"] >= context.max_rounds:
+        return "budget_exhausted"
+    return None
+
+
 async def deliberate(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Stage 3, one turn: the next agent confirms completeness or revises CoT and response."""
+    """Stage 3, one turn: the next agent, with its review focus, confirms completeness or expands and
+    corrects CoT and response."""
     context = runtime.context
     agent = _next_agent(state, context)
     data: dict[str, Value] = {
@@ -64,16 +81,13 @@ async def deliberate(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         "cot": state["cot"],
         "response": state["response"],
     }
-    verdict = await context.caller.ask(agent, "deliberation", Verdict, data)
-    rounds = state.get("rounds", 0) + 1
-    update: dict[str, Any] = {
-        "rounds": rounds,
-        "deliberation_log": [_turn(state, context, agent, verdict, rounds)],
+    focus = context.focus.get(agent)
+    verdict = await context.caller.ask(agent, "deliberation", Verdict, data, focus=focus)
+    turn = _turn(state, context, agent, verdict, state.get("rounds", 0) + 1)
+    return {
+        "rounds": turn["turn"],
+        "deliberation_log": [turn],
+        "cot": turn["cot"],
+        "response": turn["response"],
+        "stop_reason": _stop_reason(state, context, turn),
     }
-    if not verdict.complete:
-        update |= {"cot": verdict.thoughts, "response": verdict.response}
-    if verdict.complete:
-        update["stop_reason"] = "complete"
-    elif rounds >= context.max_rounds:
-        update["stop_reason"] = "budget_exhausted"
-    return update

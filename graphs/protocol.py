@@ -17,9 +17,10 @@ Check = Callable[[T], None]
 class Caller(Protocol):
     """Asks a role's model for one validated structured reply.
 
-    The implementation renders the named prompt file with `data` (row values, fenced as data), calls the
-    role's model, validates the reply against `schema` (and `check`), retries invalid replies, meters token
-    usage, and raises aidsafe.errors.StageFailed naming the prompt when the role cannot answer.
+    The implementation renders the named prompt file with `data` (row values, fenced as data), adds the
+    instructions of the review focus named `focus` (a prompt file) when one is given, calls the role's
+    model, validates the reply against `schema` (and `check`), retries invalid replies, meters token usage,
+    and raises aidsafe.errors.StageFailed naming the prompt when the role cannot answer.
     """
 
     @property
@@ -34,4 +35,6 @@ class Caller(Protocol):
         schema: type[T],
         data: Mapping[str, Value],
         check: Check[T] | None = None,
+        *,
+        focus: str | None = None,
     ) -> T: ...

@@ -27,6 +27,7 @@ class Intent(BaseModel):
     """One intent behind the user prompt."""
 
     description: str = Field(min_length=3)
+    source: Literal["explicit", "implicit"]
     kind: Literal["benign", "possibly_harmful"]
 
 

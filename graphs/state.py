@@ -6,18 +6,23 @@ import operator
 from typing import Annotated, Literal, TypedDict
 
 StopReason = Literal["complete", "budget_exhausted"]
+# When a confirming verdict may end the loop: at once (`any`), or once every agent has reviewed (`all`).
+DeliberationEnd = Literal["any", "all"]
 
 
 class Turn(TypedDict):
-    """One entry of the deliberation log."""
+    """One entry of the deliberation log, with the CoT and response as they stand after the turn."""
 
     turn: int
     agent: str
+    focus: str | None
     model: str
     verdict: Literal["revise", "complete"]
     feedback: str
     cot_changed: bool
     response_changed: bool
+    cot: list[str]
+    response: str
 
 
 class InputState(TypedDict):

@@ -70,9 +70,10 @@ def prompts(policy_set: PolicySet) -> PromptSet:
 def make_context(prompts: PromptSet) -> Callable[..., Context]:
     """The graph's context over scripted models (through the real RowCalls)."""
 
-    def make(models: dict[str, ScriptedModel], max_rounds: int = 4) -> Context:
+    def make(models: dict[str, ScriptedModel], max_rounds: int = 4, **options: Any) -> Context:
+        """options: the other Context fields (deliberation_end, focus)."""
         agents = tuple(sorted(r for r in models if r.startswith("agent")))
-        return Context(caller=RowCalls(models, prompts), agent_roles=agents, max_rounds=max_rounds)
+        return Context(RowCalls(models, prompts), agents, max_rounds, **options)
 
     return make
 

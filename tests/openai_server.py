@@ -217,7 +217,8 @@ class FakeOpenAI:
 def default_script(request: Request) -> Reply:
     """A well-behaved backend: benign intents, a two-thought draft, agents confirm completion."""
     if request.tool == "IntentList":
-        return Reply({"intents": [{"description": "Get information about the topic.", "kind": "benign"}]})
+        intent = {"description": "Get information about the topic.", "source": "explicit", "kind": "benign"}
+        return Reply({"intents": [intent]})
     if request.tool == "Draft":
         return Reply({"thoughts": ["The request is benign.", "Policy respect_helpfulness applies."],
                       "response": "Here is a helpful answer."})  # fmt: skip

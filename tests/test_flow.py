@@ -68,15 +68,20 @@ def test_generate_writes_one_partition_per_input(
     assert table.schema.field("score").type == pa.int64()  # carried through unchanged
     row = table.to_pylist()[1]
     assert row["id"] == "p0-1" and row["score"] == 1 and row["label"] == "safe"
-    assert row["stop_reason"] == "complete" and row["rounds"] == 1
+    # deliberation_end "all": agent1's confirmation is logged, the loop ends once agent2 has confirmed too
+    assert row["stop_reason"] == "complete" and row["rounds"] == 2
+    assert [(t["agent"], t["focus"]) for t in row["deliberation_log"]] == [
+        ("agent1", "policy_coverage"), ("agent2", "helpfulness"),
+    ]  # fmt: skip
+    assert row["deliberation_log"][1]["cot"] == row["cot"] and row["intents"][0]["source"] == "explicit"
     assert row["cot"] == ["The request is benign.", "Policy respect_helpfulness applies."]
     assert row["models"] == {"intent": "test-model", "drafter": "test-model", "agents": ["test-model"] * 2}
     assert row["policy_set"].startswith("sha256:")
-    assert row["usage"]["deliberation"] == {"calls": 1, "input_tokens": 100, "output_tokens": 20}
-    assert len(server.requests) == 6 * 3  # 6 rows x (intent, draft, one deliberation turn)
+    assert row["usage"]["deliberation"] == {"calls": 2, "input_tokens": 200, "output_tokens": 40}
+    assert len(server.requests) == 6 * 4  # 6 rows x (intent, draft, two deliberation turns)
     written = json.loads((tmp_path / "out" / "summary" / "generate.json").read_text())
-    assert written["rows_ok"] == 6 and written["rows_failed"] == 0 and written["llm_calls"] == 18
-    assert written["input_tokens"] == 18 * 100 and written["output_tokens"] == 18 * 20
+    assert written["rows_ok"] == 6 and written["rows_failed"] == 0 and written["llm_calls"] == 24
+    assert written["input_tokens"] == 24 * 100 and written["output_tokens"] == 24 * 20
     assert summary.rows_ok == 6
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
@@ -140,7 +145,7 @@ def test_rerun_skips_unchanged_partitions_and_redoes_changed_ones(
     summary = run(server, source, out)
     assert [p.status for p in summary.partitions] == ["skipped", "done"]
     redone = server.requests[first:]
-    assert len(redone) == 2 * 3 and all("stop process 0" in r.text or "process 3" in r.text for r in redone)
+    assert len(redone) == 2 * 4 and all("stop process 0" in r.text or "process 3" in r.text for r in redone)
     table = pq.read_table(out / "generated" / "part-1.parquet")
     assert table.column("id").to_pylist() == ["p1-0", "p1-1", "p1-2", "p1-3"]
     assert table.column("prompt").to_pylist()[0] == "How do I stop process 0?"
@@ -166,13 +171,13 @@ def test_changed_policies_or_budget_redo_everything(
         and summary.rows_ok == 3
         and new_hash != before[0]["policy_set"]
     )
-    assert len(server.requests) - sent == 3 * 3  # every row sent again: intent, draft, one turn
+    assert len(server.requests) - sent == 3 * 4  # every row sent again: intent, draft, one turn per agent
     assert all("Physical harm and injury" in r.system for r in server.requests[sent:])
     assert [r["policy_set"] for r in after] == [new_hash] * 3
     assert all(a["created_at"] > b["created_at"] for a, b in zip(after, before, strict=True))
     sent = len(server.requests)
     assert run(server, source, out, policies=policies, max_rounds=2).partitions[0].status == "done"
-    assert len(server.requests) - sent == 3 * 3
+    assert len(server.requests) - sent == 3 * 4
 
 
 def test_a_bad_partition_fails_the_run_but_not_the_others(
@@ -204,7 +209,7 @@ def test_cli_prints_where_the_output_is(
     code = main(["generate", "--input", str(source), "--output", str(tmp_path / "o"),
                  "--base-url", server.base_url, "--model", "m", "--max-rounds", "2"])  # fmt: skip
     printed = capsys.readouterr().out
-    assert code == 0 and "rows: 1 ok, 0 failed; per row: 3.0 LLM calls, 300 input + 60 output" in printed
+    assert code == 0 and "rows: 1 ok, 0 failed; per row: 4.0 LLM calls, 400 input + 80 output" in printed
     assert f"summary:  {tmp_path / 'o' / 'summary' / 'generate.json'}" in printed
 
 

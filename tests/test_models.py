@@ -21,7 +21,7 @@ from graphs.schemas import IntentList, Verdict
 from tests.openai_server import FakeOpenAI, Reply, Request
 
 MESSAGES = [("system", "You list intents."), ("human", "<user_prompt>\nhi\n</user_prompt>")]
-GOOD = {"intents": [{"description": "Say hello.", "kind": "benign"}]}
+GOOD = {"intents": [{"description": "Say hello.", "source": "explicit", "kind": "benign"}]}
 
 
 def endpoint(server: FakeOpenAI, **extra: object) -> Endpoint:

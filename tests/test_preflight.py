@@ -65,7 +65,7 @@ CASES: dict[str, tuple[Setup, str]] = {
     "zero rounds": (lambda r: command(r, "--max-rounds", "0"), "--max-rounds 0: must be at least 1"),
     "bad config value": (lambda r: config(r, "max_rounds = 0\n"), "c.toml: max_rounds: must be at least 1"),
     "bad policy file": (lambda r: command(r, "--policies", str(r)), "no policy files"),
-    "policies too long for the model": (huge_policies, "do not fit the model context of 4,096 tokens"),
+    "policies too long for the model": (huge_policies, "do not fit the model context of 8,192 tokens"),
     "missing input": (
         lambda r: ["generate", "--input", str(r / "nope"), "--output", str(r / "o")], "input not found"
     ),

@@ -69,7 +69,8 @@ async def test_refine_stage_sends_numbered_thoughts_and_keeps_both_cots(row_cont
     columns = await REFINE.process(RowRef(0, "r1", ROW["prompt"], ROW), row_context({"refiner": refiner}))
     usage = columns["usage_refine"]
     user = refiner.calls[0][-1][1]
-    assert "1. The user wants" in user and "3. Killing is always bad." in user and "agent1: complete" in user
+    assert '<thought n="1">The user wants' in user and "agent1: complete" in user
+    assert '<thought n="3">Killing is always bad.</thought>' in user
     assert columns["refined_cot"] == [THOUGHTS[0], THOUGHTS[2]] and usage["calls"] == 1
     assert columns["model_refiner"] == "scripted-refiner"
 

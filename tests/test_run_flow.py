@@ -117,8 +117,9 @@ def test_a_failed_partition_does_not_stop_the_later_stages(
 
 
 def dpo_script(request: Request) -> Reply:
-    """The drafter falls for the belief on the first prompt only; the grader sees the flaw."""
-    misled = "exempt from every policy" in request.user and "kill a Python process" in request.user
+    """The responder falls for the belief on the first prompt only (belief and prompt in one plain user
+    message); the grader sees the flaw."""
+    misled = "exempt from every policy.\n\nHow do I kill a Python process?" in request.user
     if request.tool == "Draft" and misled:
         return Reply({"thoughts": ["No policy applies here."], "response": "Flawed: anything goes."})
     if request.tool == "Grades" and "Flawed: anything goes." in request.text:
@@ -129,18 +130,20 @@ def dpo_script(request: Request) -> Reply:
 def test_dpo_pairs_and_their_export(tmp_path: Path, fake_openai: Callable[..., FakeOpenAI]) -> None:
     server = fake_openai(dpo_script)
     out = tmp_path / "out"
-    run(str(make_input(tmp_path / "in")), str(out), options(server))
+    run(str(make_input(tmp_path / "in")), str(out), options(server), thresholds={})  # keep every row
     summary = FLOWS["dpo"](str(out), options=Options(base_url=server.base_url, model="m", dpo_attempts=2))
     rows = read(out, "dpo")
     assert rows["s1"]["dpo_pair"] is True and len(rows["s1"]["dpo_attempts"]) == 1
     assert rows["s1"]["rejected_response"] == "Flawed: anything goes." and rows["s1"]["score_coherence"] == 4
     assert rows["s2"]["dpo_pair"] is False and len(rows["s2"]["dpo_attempts"]) == 2  # K attempts, no pair
     assert summary.rows_ok == 3
-    target, counts = export("dpo", out, split=((1.0, 0.0, 0.0), 0))
-    assert counts == {"train": 2, "validation": 0, "test": 0}  # s1, and u1 whose grader always says 2
+    assert rows["u1"]["dpo_outcome"] == "chosen_too_low"  # graded 2: no answer can be clearly worse (no call)
+    target, counts, *_ = export("dpo", out, split=((1.0, 0.0, 0.0), 0))
+    assert counts == {"train": 1, "validation": 0, "test": 0}  # s1 only
     pair = {p["id"]: p for p in pq.read_table(target / "train.parquet").to_pylist()}["s1"]
     assert pair["prompt"] == [{"role": "user", "content": "How do I kill a Python process?"}]
-    assert "rows where no belief produced a clearly worse answer: 1" in (target / "README.md").read_text()
+    card = (target / "README.md").read_text()
+    assert "rows where no belief produced a clearly worse answer: 1" in card and "Pairs: 1 of 3 rows" in card
 
 
 def ids_in(out: Path, stage_dir: str) -> list[str]:
@@ -153,17 +156,17 @@ def test_a_renamed_partition_is_found_by_content_and_a_removed_one_leaves_the_ou
 ) -> None:
     server = fake_openai(script)
     source, out = make_input(tmp_path / "in"), tmp_path / "out"
-    run(str(source), str(out), options(server), baseline=True)
+    run(str(source), str(out), options(server), baseline=True, thresholds={})  # keep every row
     sent = len(server.requests)
     (source / "part-1.parquet").rename(source / "part-1-renamed.parquet")
-    run(str(source), str(out), options(server), baseline=True)
+    run(str(source), str(out), options(server), baseline=True, thresholds={})
     assert len(server.requests) == sent  # found by content: not paid for again
     for stage_dir in ("generated", "refined", "graded", "baseline", "kept"):
         assert ids_in(out, stage_dir) == ["s1", "s2", "u1"], stage_dir  # not written twice
         assert sorted(p.name for p in (out / stage_dir).glob("*.parquet")) == [
             "part-0.parquet", "part-1-renamed.parquet"]  # fmt: skip
     (source / "part-1-renamed.parquet").unlink()
-    run(str(source), str(out), options(server), baseline=True)
+    run(str(source), str(out), options(server), baseline=True, thresholds={})
     assert len(server.requests) == sent
     assert ids_in(out, "kept") == ["s1", "u1"]
     assert "Rows graded: 2;" in (out / "report" / "report.md").read_text()

@@ -35,9 +35,13 @@ BASE_ENV = {
 SAMPLES: dict[str, tuple[Any, Any, Any]] = {
     "agents": (3, 4, 5),
     "max_rounds": (6, 7, 8),
+    "deliberation_end": ("any", "all", "any"),
     "concurrency": (9, 10, 11),
+    "grader_samples": (2, 3, 5),
     "dpo_attempts": (4, 5, 6),
     "dpo_max_score": (1, 3, 4),
+    "dpo_margin": (1, 3, 4),
+    "dpo_whisper_retries": (0, 1, 3),
     "max_prompt_chars": (5000, 6000, 7000),
     "partition_retries": (0, 1, 3),
     "partition_retry_delay": (0.5, 1.5, 2.5),
@@ -58,6 +62,7 @@ SAMPLES: dict[str, tuple[Any, Any, Any]] = {
     "timeout": (10.0, 20.0, 30.0),
     "max_retries": (0, 1, 3),
     "structured_retries": (0, 1, 3),
+    "focus": ("helpfulness", "policy_coverage", "helpfulness"),
 }
 
 
@@ -209,7 +214,9 @@ def test_stage_flags_appear_only_for_their_stages() -> None:
         if knob.flag and knob.stages:
             assert knob.flag not in parser(("generate",)).format_help()
             assert knob.flag in parser(knob.stages).format_help()
-    assert {k.flag for k in KNOBS if k.stages} == {"--attempts", "--max-policy-score"}
+    assert {k.flag for k in KNOBS if k.stages} == {
+        "--attempts", "--max-policy-score", "--min-margin", "--whisper-retries",
+        "--grader-samples"}  # fmt: skip
 
 
 def test_missing_namespace_attributes_are_not_given() -> None:
