@@ -9,17 +9,15 @@ default thresholds would treat the good and the bad rows, as graded.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from aidsafe.errors import InputError
+from aidsafe.records import read_records
 from aidsafe.schemas import METRICS
 from aidsafe.thresholds import DEFAULT_THRESHOLDS
 
@@ -77,19 +75,7 @@ def _records(path: Path) -> list[Any]:
     """The file's rows as plain values: Parquet, or JSONL (blank lines skipped, numbered from 1)."""
     if not path.is_file():
         raise InputError(path, "calibration set not found")
-    if path.suffix == ".parquet":
-        try:
-            return list(pq.read_table(path).to_pylist())
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise InputError(path, f"not a readable Parquet file ({exc})") from exc
-    records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise InputError(path, f"not valid JSON ({exc.msg})", row=number) from exc
-    return records
+    return read_records(path)
 
 
 def load_calibration(path: Path) -> list[CalibrationRow]:

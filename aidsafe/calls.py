@@ -62,6 +62,16 @@ class RowCalls:
         self.usage[prompt] = total(self.usage.get(prompt, NO_USAGE), usage)
         return result
 
+    async def say(self, role: str, text: str) -> str:
+        """Send text as the one user message to `role` and return its plain reply (no tool, no prompt file:
+        an evaluated model meets the prompt as a user wrote it); StageFailed(role) if it cannot answer."""
+        try:
+            reply, usage = await self._models[role].text([("human", text)])
+        except row_errors() as exc:
+            raise StageFailed(role, exc) from exc
+        self.usage[role] = total(self.usage.get(role, NO_USAGE), usage)
+        return reply
+
     def used(self, *prompts: str) -> Usage:
         """Token usage of some prompts (all of them by default)."""
         return total(*(u for p, u in self.usage.items() if not prompts or p in prompts))

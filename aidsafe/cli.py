@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add(sub, "retry", "redo only the rows in the failures tables (and what depends on them)", every,
          input=False)  # fmt: skip
     _export_parser(sub)
+    _eval_parser(sub)
+    _train_parser(sub)
     prune = sub.add_parser("prune", help="remove the outputs of partitions no longer in the input")
     prune.add_argument("--output", required=True, help="the run's output directory")
     prune.add_argument("--dry-run", action="store_true", help="only list what would be removed")
@@ -115,8 +117,13 @@ def _export_parser(sub: Any) -> None:
     )
     p.add_argument("--output", required=True, help="the run's output directory")
     p.add_argument("--dest", type=Path, help="where to write (default OUTPUT/export/KIND)")
-    p.add_argument("--cot", choices=["think", "field"], default="think",
-                   help="CoT in <think>...</think> before the response, or in reasoning_content")  # fmt: skip
+    p.add_argument("--cot", choices=["think", "field", "none"], default="think",
+                   help="CoT in <think>...</think> before the response, in reasoning_content, or left out "
+                   "(none: the response alone)")  # fmt: skip
+    p.add_argument("--source", choices=["refined", "baseline"], default="refined",
+                   help="sft only: the refined answers (default), or the zero-shot baseline's answers to the "
+                   "same kept prompts, the control (SFT_OG with --cot none; default --dest "
+                   "OUTPUT/export/sft-baseline)")  # fmt: skip
     p.add_argument("--format", choices=["parquet", "jsonl", "both"], default="both")
     p.add_argument(
         "--split", default="0.9,0.05,0.05", help="train,validation,test ratios (default 0.9,0.05,0.05)"
@@ -126,6 +133,62 @@ def _export_parser(sub: Any) -> None:
                    help="drop rows whose prompt overlaps an evaluation set (default: report)")  # fmt: skip
     p.add_argument("--eval-sets", type=Path, metavar="FILE",
                    help="the evaluation sets to check against (default data/eval_sets.toml)")  # fmt: skip
+
+
+def _eval_parser(sub: Any) -> None:
+    from aidsafe.evaluation import DEFAULT_SETS
+
+    p = _add(sub, "eval", "answer evaluation sets with one or more target models and judge every answer: "
+             "safe-response rate, over-refusal, jailbreak robustness, utility, side by side", ["eval"],
+             input=False)  # fmt: skip
+    p.add_argument("--target", action="append", default=[], metavar="NAME=SPEC",
+                   help="a model to evaluate (repeatable; the first is the reference): "
+                   "NAME=BASE_URL[#MODEL], NAME=hf:PATH (a local checkpoint; hf:embedded: the embedded model "
+                   "via transformers) or NAME=embedded (default: base=embedded)")  # fmt: skip
+    p.add_argument(
+        "--sets", type=Path, default=DEFAULT_SETS, help=f"evaluation partitions (default {DEFAULT_SETS})"
+    )
+    p.add_argument("--limit", type=int, metavar="N", help="only the first N prompts of each set")
+    p.add_argument("--allow-overlap", action="store_true",
+                   help="report, instead of refusing, evaluation prompts in a checkpoint's training "
+                   "data")  # fmt: skip
+    p.add_argument("--run", type=Path, metavar="RUN_DIR",
+                   help="the aidsafe run the fine-tuned targets were trained on: its grader means in the "
+                   "report")  # fmt: skip
+    p.add_argument("--retry", action="store_true", help="also redo the rows in the failures tables")
+
+
+# --option of `aidsafe train` -> its type (the help and default come from aidsafe.train_config.TrainSettings)
+TRAIN_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "--max-steps": int, "--epochs": float, "--learning-rate": float, "--lora-rank": int, "--max-length": int,
+    "--seed": int, "--batch-size": int, "--threads": int, "--beta": float,
+}  # fmt: skip
+
+
+def _train_parser(sub: Any) -> None:
+    from aidsafe.train_config import TrainSettings
+
+    fields = TrainSettings.model_fields
+    p = sub.add_parser("train", help="fine-tune a local model on an export (TRL SFTTrainer / DPOTrainer)")
+    p.add_argument("kind", choices=["sft", "dpo"], help="sft: on an SFT export; dpo: on a DPO export")
+    p.add_argument("--data", required=True, type=Path, metavar="EXPORT_DIR", help="e.g. OUTPUT/export/sft")
+    p.add_argument(
+        "--output", required=True, help="the checkpoint directory to write (new, or an earlier one)"
+    )
+    p.add_argument("--base", type=Path, metavar="PATH",
+                   help="a local transformers checkpoint (default: the embedded SmolLM2-135M)")  # fmt: skip
+    p.add_argument("--cache-dir", help="where the embedded model is converted (default: the settings')")
+    for flag, kind in TRAIN_OPTIONS.items():
+        field = fields[flag[2:].replace("-", "_")]
+        default = "" if field.default is None else f" (default {field.default})"
+        p.add_argument(flag, type=kind, help=f"{field.description}{default}")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--lora", dest="lora", action="store_true", default=None,
+                      help="train a LoRA adapter, merged into the saved model (default)")  # fmt: skip
+    mode.add_argument("--full", dest="lora", action="store_false", help="train every weight")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help=fields["device"].description)
+    p.add_argument("--checkpointing", action="store_true", default=None,
+                   help=fields["checkpointing"].description)  # fmt: skip
 
 
 def parse_thresholds(items: list[str]) -> dict[str, int]:
@@ -161,10 +224,37 @@ def _export(args: argparse.Namespace) -> Command:
     checks = (args.decontaminate, args.eval_sets or DEFAULT_EVAL_SETS)
 
     def command() -> list[str]:
-        done = export(args.kind, Path(args.output), args.dest, args.cot, formats, split, *checks)
+        done = export(args.kind, Path(args.output), args.dest, args.cot, formats, split, *checks,
+                      source=args.source)  # fmt: skip
         rows = ", ".join(f"{name} {n}" for name, n in done.counts.items())
         return [f"{args.kind} rows: {rows}", f"overlap:  {summary_line(done.overlap, done.dropped)}",
                 f"dataset:  {done.target}/", f"card:     {done.target / 'README.md'}"]  # fmt: skip
+
+    return command
+
+
+def _train(args: argparse.Namespace) -> Command:
+    """`train`: settings, export, base and output checked now; the training runs as the `train` flow."""
+    from aidsafe.train import check_output as check_train_output
+    from aidsafe.train_config import check_base, train_settings
+    from aidsafe.train_data import load_export
+    from aidsafe.train_run import resolve_device
+
+    names = [flag[2:].replace("-", "_") for flag in TRAIN_OPTIONS] + ["lora", "device", "checkpointing"]
+    settings = train_settings({name: getattr(args, name) for name in names})
+    load_export(args.data, args.kind)
+    if args.base is not None:
+        check_base(args.base)
+    if settings.device == "cuda":
+        resolve_device("cuda")  # imports torch: only when a GPU is asked for
+    check_train_output(Path(args.output))
+    cache = None if args.base else str(Options(cache_dir=args.cache_dir).load().cache_dir)
+
+    def command() -> list[str]:
+        from flows.train import train
+
+        base = str(args.base) if args.base else None
+        return train(args.kind, str(args.data), args.output, base, settings, cache).lines()
 
     return command
 
@@ -215,6 +305,27 @@ def _calibrate(args: argparse.Namespace) -> Command:
     return lambda: calibrate(rows, Path(args.calibrate), Path(args.output), options)
 
 
+def _eval(args: argparse.Namespace) -> Command:
+    """`eval`: targets, sets and settings checked now; the eval flow runs when called."""
+    from aidsafe.targets import parse_targets
+
+    options = checked_options(args)
+    parse_targets(args.target)
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit {args.limit}: must be at least 1")
+    check_input(str(args.sets))
+    check_output(Path(args.output))
+
+    def command() -> list[str]:
+        from flows.evaluate import evaluate
+
+        report = evaluate(args.output, args.target, str(args.sets), options, args.limit, args.retry,
+                          args.allow_overlap, str(args.run) if args.run else None)  # fmt: skip
+        return [f"report:   {report}", f"output:   {args.output}/"]
+
+    return command
+
+
 def _prune(args: argparse.Namespace) -> Command:
     from aidsafe.prune import prune
 
@@ -253,7 +364,7 @@ def _services(args: argparse.Namespace) -> AbstractContextManager[object]:
 
 def _execute(args: argparse.Namespace) -> list[str]:
     """Validate, then run the command holding the output directory's lock."""
-    commands = {"export": _export, "prune": _prune}
+    commands = {"export": _export, "prune": _prune, "eval": _eval, "train": _train}
     if getattr(args, "calibrate", None):
         commands["grade"] = _calibrate
     command = commands.get(args.command, _pipeline_command)(args)

@@ -44,15 +44,21 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_POLICIES = PROJECT_ROOT / "policies" / "default"
 DEFAULT_PROMPTS = PROJECT_ROOT / "policies" / "prompts"
 EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
-FIXED_ROLES = ("intent", "drafter", "refiner", "grader", "baseline", "whisperer", "responder")
+FIXED_ROLES = (
+    "intent", "drafter", "refiner", "grader", "baseline", "whisperer", "responder", "judge", "target",
+)  # fmt: skip
 # A role that is not configured itself takes the endpoint of another role before the defaults.
-ROLE_FALLBACK = {"grader": "refiner", "baseline": "drafter", "whisperer": "drafter", "responder": "drafter"}
+ROLE_FALLBACK = {
+    "grader": "refiner", "baseline": "drafter", "whisperer": "drafter", "responder": "drafter",
+    "judge": "grader",
+}  # fmt: skip
 # identity of an endpoint knob: part of the identity of every stage that uses the role.
 EVERY_STAGE = "*"
 # embedded default of max_prompt_chars: what fits the embedded model's n_ctx beside the policies.
 FITS_CONTEXT = "what fits n_ctx"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 TokenField = Literal["max_tokens", "max_completion_tokens"]
+LOCAL_SCHEME = "hf:"  # an eval target's base URL `hf:PATH`: a local transformers checkpoint, in process
 
 
 # Prefect settings aidsafe needs wherever it is started from (prefect.toml applies only in the project dir).
@@ -144,6 +150,13 @@ class Endpoint(BaseModel):
     )  # fmt: skip
     api_key: SecretStr = Field(repr=False)
     embedded: bool = Field(False, description="Served by the embedded default server")
+
+    @property
+    def local_path(self) -> Path | None:
+        """The checkpoint directory of a local transformers model (base_url `hf:PATH`), else None."""
+        if self.base_url is None or not self.base_url.startswith(LOCAL_SCHEME):
+            return None
+        return Path(self.base_url.removeprefix(LOCAL_SCHEME))
 
     def identity(self) -> dict[str, Any]:
         """What determines this endpoint's output (no secret, no ephemeral port)."""
@@ -526,6 +539,16 @@ def _resolve(role: str, spec: EndpointSpec, env: Mapping[str, str]) -> Endpoint:
     is_openai = host == "openai.com" or host.endswith(".openai.com")
     values.setdefault("max_tokens_field", "max_completion_tokens" if is_openai else "max_tokens")
     return Endpoint(api_key=SecretStr(key), **values)
+
+
+def endpoint_for(
+    role: str, base_url: str | None, model: str | None, env: Mapping[str, str] | None = None,
+    **values: Any,
+) -> Endpoint:  # fmt: skip
+    """An endpoint given explicitly (an eval target), resolved like a configured role's: the API key from
+    the environment (OPENAI_API_KEY), no base URL for the embedded server."""
+    spec = EndpointSpec(base_url=base_url, model=model, **values)
+    return _resolve(role, spec, os.environ if env is None else env)
 
 
 def _role_spec(name: str, file: FileConfig, cli: EndpointSpec, env: EndpointSpec) -> EndpointSpec:

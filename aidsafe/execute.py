@@ -34,6 +34,7 @@ from aidsafe.output import Failure, carried_names, failures_table, output_table
 from aidsafe.partitions import (
     Partition,
     RowRef,
+    fingerprint_file,
     stored_fingerprint,
     stored_meta,
     stored_row_count,
@@ -81,6 +82,7 @@ class PartitionJob(BaseModel):
 def stage_key(stage: RowStage, settings: Settings, policies: PolicySet, prompts: PromptSet) -> str:
     """Everything but the input that decides a stage's rows: policies, the stage's prompts and settings."""
     parts = [stage.name, policies.hash, prompts.hash_of(stage.prompts), stage.identity(settings)]
+    parts += [fingerprint_file(path) for path in stage.files]
     return hashlib.sha256(json.dumps([*parts, aidsafe.__version__]).encode()).hexdigest()
 
 

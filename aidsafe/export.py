@@ -2,9 +2,14 @@
 
 Formats are the conversational ones that TRL trainers and Hugging Face `datasets` read directly:
 SFT rows have `messages` (a list of {role, content}); DPO rows have `prompt`, `chosen` and `rejected`, each
-a list of messages. The CoT goes inside <think>...</think> before the response (default) or, with
-cot="field", in the assistant message's `reasoning_content`. Every exported prompt is checked against the
-evaluation sets (aidsafe.decontaminate): the overlap is reported in the card, or dropped on request.
+a list of messages. The CoT goes inside <think>...</think> before the response (default), with
+cot="field" in the assistant message's `reasoning_content`, or with cot="none" nowhere (the response alone).
+Every exported prompt is checked against the evaluation sets (aidsafe.decontaminate): the overlap is reported
+in the card, or dropped on request.
+
+An SFT export's answers come from the refined stage (source="refined", the method) or, as its control
+(SFT_OG with cot="none"), from the zero-shot baseline (source="baseline"): the baseline's answers to the same
+prompts, those of the kept rows, whatever the baseline's own scores, split the same way by prompt.
 """
 
 from __future__ import annotations
@@ -22,14 +27,30 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from aidsafe.decontaminate import DEFAULT_EVAL_SETS, Overlap, card_section, find_overlap, load_eval_sets
+from aidsafe.decontaminate import (
+    DEFAULT_EVAL_SETS,
+    EvalIndex,
+    Overlap,
+    card_section,
+    find_overlap,
+    load_eval_sets,
+)
 from aidsafe.errors import AidsafeError
 from aidsafe.partitions import write_atomic
 from aidsafe.pipeline import output_files
 from aidsafe.pipeline import step as pipeline_step
 
-CotStyle = Literal["think", "field"]
+CotStyle = Literal["think", "field", "none"]
+Source = Literal["refined", "baseline"]
 SPLITS = ("train", "validation", "test")
+BASELINE_NOTE = (
+    "## Source: the zero-shot baseline (control)\n\nThe answers in this export are the zero-shot baseline's "
+    "(LLM_ZS: one call per prompt with the same policies, `OUTPUT/baseline/`), not the refined AIDSAFE ones: "
+    "the control of the method (SFT_OG when exported with `--cot none`). Its prompts are those of the kept "
+    "rows, the ones the refined SFT export has, whatever the baseline's own scores (so the two differ only "
+    "in the answers), and each prompt is in the same split as in the refined export of the same run, seed "
+    "and ratios. The scores above are the baseline's.\n"
+)
 
 
 def parse_ratios(text: str) -> tuple[float, float, float]:
@@ -45,18 +66,20 @@ def parse_ratios(text: str) -> tuple[float, float, float]:
 
 def assistant_message(thoughts: Sequence[str], response: str, cot: CotStyle) -> dict[str, str]:
     reasoning = "\n".join(str(t) for t in thoughts)
+    if cot == "none":
+        return {"role": "assistant", "content": response}
     if cot == "field":
         return {"role": "assistant", "content": response, "reasoning_content": reasoning}
     return {"role": "assistant", "content": f"<think>\n{reasoning}\n</think>\n\n{response}"}
 
 
-def sft_record(row: dict[str, Any], cot: CotStyle) -> dict[str, Any]:
-    """One SFT example from a kept row: the user prompt and the refined CoT + response."""
+def sft_record(row: dict[str, Any], cot: CotStyle, source: Source = "refined") -> dict[str, Any]:
+    """One SFT example from a kept (or baseline) row: the user prompt and the source's CoT + response."""
     return {
         "id": row["id"],
         "messages": [
             {"role": "user", "content": row["prompt"]},
-            assistant_message(row["refined_cot"], row["refined_response"], cot),
+            assistant_message(row[f"{source}_cot"] or [], row[f"{source}_response"], cot),
         ],
     }
 
@@ -91,13 +114,15 @@ def write_splits(
     split: tuple[tuple[float, float, float], int],
     directory: Path,
     formats: Sequence[str],
+    split_prompts: Iterable[str] | None = None,
 ) -> dict[str, int]:
     """<split>.parquet and/or <split>.jsonl for train/validation/test; returns the rows of each split.
 
     split: the ratios and the seed. One table is built from all records so every split has the same schema.
+    split_prompts: the prompts the split is drawn over (default: the rows'; they must include the rows').
     """
     ratios, seed = split
-    split_of = assign_splits((r["prompt"] for r in rows), ratios, seed)
+    split_of = assign_splits(split_prompts or (r["prompt"] for r in rows), ratios, seed)
     names = [split_of[_prompt_key(r["prompt"])] for r in rows]
     table = pa.Table.from_pylist(records)
     directory.mkdir(parents=True, exist_ok=True)
@@ -142,6 +167,7 @@ class Selection:
     records: list[dict[str, Any]]
     left_out: dict[str, int]
     notes: list[str] = field(default_factory=list)
+    split_prompts: list[str] | None = None  # what the split is drawn over, when not the rows' prompts
 
     def drop(self, positions: Collection[int], reason: str) -> None:
         keep = [i for i in range(len(self.rows)) if i not in positions]
@@ -156,11 +182,31 @@ class Exported(NamedTuple):
     dropped: bool  # the overlapping rows were dropped (--decontaminate)
 
 
+def _below_thresholds(output_dir: Path, kept: int) -> dict[str, int]:
+    graded = sum(pq.read_metadata(f).num_rows for f in output_files("grade", output_dir))
+    return {"graded rows below the score thresholds": graded - kept}
+
+
 def select_sft(output_dir: Path, cot: CotStyle) -> Selection:
     rows = _rows("report", output_dir, "`aidsafe report` (or `aidsafe run`)")
-    graded = sum(pq.read_metadata(f).num_rows for f in output_files("grade", output_dir))
-    left_out = {"graded rows below the score thresholds": graded - len(rows)}
-    return Selection(rows, [sft_record(r, cot) for r in rows], left_out)
+    return Selection(rows, [sft_record(r, cot) for r in rows], _below_thresholds(output_dir, len(rows)))
+
+
+def select_baseline(output_dir: Path, cot: CotStyle) -> Selection:
+    """The baseline's answers to the kept rows' prompts (matched by id and prompt), split like the kept rows.
+
+    "Kept" is the refined rows' verdict, not the baseline's: the control gets the same prompts as the method
+    (its own scores are in the card), and the prompts the baseline has no row for are counted as left out.
+    """
+    kept = _rows("report", output_dir, "`aidsafe report` (or `aidsafe run`)")
+    baseline = _rows("baseline", output_dir, "`aidsafe baseline` (or `aidsafe run --baseline`)")
+    by_key = {(r["id"], r["prompt"]): r for r in baseline}
+    rows = [by_key[(r["id"], r["prompt"])] for r in kept if (r["id"], r["prompt"]) in by_key]
+    left_out = _below_thresholds(output_dir, len(kept))
+    missing = "kept prompts without a baseline row (failed, or not in the baseline's input)"
+    left_out[missing] = len(kept) - len(rows)
+    records = [sft_record(r, cot, "baseline") for r in rows]
+    return Selection(rows, records, left_out, [BASELINE_NOTE], [r["prompt"] for r in kept])
 
 
 def select_dpo(output_dir: Path, cot: CotStyle) -> Selection:
@@ -182,6 +228,29 @@ def select_dpo(output_dir: Path, cot: CotStyle) -> Selection:
     return Selection(rows, [dpo_record(r, cot) for r in rows], left_out, notes)
 
 
+def _select(kind: Literal["sft", "dpo"], output_dir: Path, cot: CotStyle, source: Source) -> Selection:
+    if source == "baseline":
+        if kind != "sft":
+            raise AidsafeError(
+                "--source baseline: only for sft (a DPO pair's chosen answer is the refined one)"
+            )
+        return select_baseline(output_dir, cot)
+    return select_sft(output_dir, cot) if kind == "sft" else select_dpo(output_dir, cot)
+
+
+def _split_prompts(chosen: Selection, sets: EvalIndex, decontaminate: bool) -> list[str] | None:
+    """The prompts a split is drawn over, less those decontamination drops (as the refined export does)."""
+    if chosen.split_prompts is None or not decontaminate:
+        return chosen.split_prompts
+    dropped = find_overlap(sets, chosen.split_prompts).matches
+    return [p for i, p in enumerate(chosen.split_prompts) if i not in dropped]
+
+
+def default_dest(output_dir: Path, kind: str, source: Source = "refined") -> Path:
+    """OUTPUT/export/KIND, or OUTPUT/export/KIND-baseline for the baseline's answers."""
+    return output_dir / "export" / (kind if source == "refined" else f"{kind}-{source}")
+
+
 def export(
     kind: Literal["sft", "dpo"],
     output_dir: Path,
@@ -191,21 +260,24 @@ def export(
     split: tuple[tuple[float, float, float], int] = ((0.9, 0.05, 0.05), 0),
     decontaminate: bool = False,
     eval_sets: Path = DEFAULT_EVAL_SETS,
+    source: Source = "refined",
 ) -> Exported:
     """Write an export (splits + README.md dataset card); returns its directory, the rows per split and the
     overlap of its prompts with the evaluation sets (dropped with decontaminate, else only reported)."""
     from aidsafe.card import render_card  # the card reads policies and failures: import only when exporting
 
-    target = dest or output_dir / "export" / kind
-    chosen = select_sft(output_dir, cot) if kind == "sft" else select_dpo(output_dir, cot)
-    overlap = find_overlap(load_eval_sets(eval_sets), [r["prompt"] for r in chosen.rows])
+    target = dest or default_dest(output_dir, kind, source)
+    chosen = _select(kind, output_dir, cot, source)
+    sets = load_eval_sets(eval_sets)
+    overlap = find_overlap(sets, [r["prompt"] for r in chosen.rows])
     chosen.notes.append(card_section(overlap, [str(r["id"]) for r in chosen.rows], decontaminate))
     if decontaminate:
         chosen.drop(overlap.matches.keys(), "rows whose prompt overlaps an evaluation set (--decontaminate)")
     if not chosen.records:
         reasons = ", ".join(f"{k}: {v}" for k, v in chosen.left_out.items())
         raise AidsafeError(f"{kind}: no rows to export ({reasons})")
-    counts = write_splits(chosen.rows, chosen.records, split, target, formats)
+    prompts = _split_prompts(chosen, sets, decontaminate)
+    counts = write_splits(chosen.rows, chosen.records, split, target, formats, prompts)
     suffix = "parquet" if "parquet" in formats else "jsonl"
     config = f"{kind}-{_content_hash(target, counts, suffix)}"
     frame = pd.DataFrame(chosen.rows)

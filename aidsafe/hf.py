@@ -77,7 +77,9 @@ def load_causal_lm(path: Path, device: str = "cpu") -> tuple[Any, Any]:
     _offline()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar in the middle of a command's output
     tokenizer = AutoTokenizer.from_pretrained(path)
     model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     model = model.to(device).eval()

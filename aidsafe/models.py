@@ -43,6 +43,10 @@ class StructuredCaller(Protocol):
         self, schema: type[T], messages: Messages, check: Check[T] | None = None
     ) -> tuple[T, Usage]: ...
 
+    async def text(self, messages: Messages) -> tuple[str, Usage]:
+        """A plain reply (no tool), as a deployed model answers a user: the evaluated targets."""
+        ...
+
 
 def _usage_of(message: Any) -> Usage:
     meta: dict[str, Any] = dict(getattr(message, "usage_metadata", None) or {})
@@ -118,6 +122,11 @@ class ChatRole:
             return None, str(exc), _usage_of(message)
         return parsed, "", _usage_of(message)
 
+    async def text(self, messages: Messages) -> tuple[str, Usage]:
+        message = await self._llm.ainvoke(messages)
+        content = message.content if isinstance(message.content, str) else str(message.content)
+        return content, _usage_of(message)
+
     async def call(
         self, schema: type[T], messages: Messages, check: Check[T] | None = None
     ) -> tuple[T, Usage]:
@@ -163,13 +172,14 @@ def build_roles(
     """One structured caller per role (all roles by default), sharing the task's async HTTP client; the
     prompt set gives the tools and the retry instruction."""
     chosen = settings.roles if roles is None else {name: settings.roles[name] for name in roles}
-    return {
-        role: ChatRole(
-            role,
-            build_chat_model(endpoint, http_client),
-            endpoint.structured_retries,
-            endpoint.max_tokens,
-            prompts,
-        )
-        for role, endpoint in chosen.items()
-    }
+    return {role: _caller(role, endpoint, http_client, prompts) for role, endpoint in chosen.items()}
+
+
+def _caller(role: str, endpoint: Endpoint, http_client: HttpClient, prompts: PromptSet) -> StructuredCaller:
+    """A local transformers checkpoint (an eval target) in this process, else a client of the endpoint."""
+    if endpoint.local_path is not None:
+        from aidsafe.local_model import LocalRole  # torch and transformers: only when a checkpoint is used
+
+        return LocalRole(role, endpoint)
+    llm = build_chat_model(endpoint, http_client)
+    return ChatRole(role, llm, endpoint.structured_retries, endpoint.max_tokens, prompts)

@@ -129,11 +129,14 @@ def _row_problem(
     return None
 
 
-def read_partition(path: Path, taken_ids: Iterable[str] = (), max_chars: int = 1_000_000) -> Partition:
+def read_partition(
+    path: Path, taken_ids: Iterable[str] = (), max_chars: int = 1_000_000, values: bool = False
+) -> Partition:
     """Read a partition and sort its rows into valid ones and rejected ones (with reasons).
 
     taken_ids: ids already used by an earlier partition of the same input; max_chars: the longest prompt
-    that fits the model context with the policies.
+    that fits the model context with the policies; values: give each row all its columns (a stage that
+    reads more of the input than the prompt, such as eval's labels and choices).
     """
     table = _read_table(path)
     _check_columns(path, table.schema)
@@ -150,6 +153,9 @@ def read_partition(path: Path, taken_ids: Iterable[str] = (), max_chars: int = 1
             partition.rejected.append((index, row_id if isinstance(row_id, str) else None, problem or "?"))
         else:
             partition.rows.append(RowRef(index, row_id, prompt))
+    if values:
+        records = table.to_pylist()
+        partition.rows = [RowRef(r.index, r.id, r.prompt, records[r.index]) for r in partition.rows]
     return partition
 
 

@@ -2,6 +2,8 @@
 flows, the "run X first" messages and the report's failures by stage are all derived from PIPELINE.
 
 Adding a stage: write aidsafe/stages/<name>.py defining one RowStage (or WholeStep), add it here.
+STANDALONE lists the row stages that run on their own, outside `run` and `retry` (their own command and
+flow): `eval` answers evaluation sets with a target model.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from aidsafe.partitions import discover
 from aidsafe.stage import INPUT, RowStage, Step
 from aidsafe.stages.baseline import BASELINE
 from aidsafe.stages.dpo import DPO
+from aidsafe.stages.eval import EVAL
 from aidsafe.stages.generate import GENERATE
 from aidsafe.stages.grade import GRADE
 from aidsafe.stages.refine import REFINE
@@ -20,11 +23,12 @@ from aidsafe.stages.report import REPORT
 from aidsafe.summary import live_partitions, partition_files
 
 PIPELINE: tuple[Step, ...] = (GENERATE, REFINE, GRADE, BASELINE, REPORT, DPO)
+STANDALONE: tuple[RowStage, ...] = (EVAL,)
 
 
 def step(name: str) -> Step:
-    """A step by name."""
-    for candidate in PIPELINE:
+    """A step by name (of the pipeline, or a standalone stage)."""
+    for candidate in (*PIPELINE, *STANDALONE):
         if candidate.name == name:
             return candidate
     raise KeyError(f"no pipeline step {name!r}; steps are {step_names()}")

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
@@ -75,6 +75,16 @@ def prefect_api(log_path: Path) -> Iterator[str | None]:
     try:
         _wait_healthy(process, url, log_path, float(settings.server.ephemeral.startup_timeout_seconds))
         with temporary_settings(updates={PREFECT_API_URL: url}):
-            yield url
+            try:
+                yield url
+            finally:
+                _flush_logs()  # the run's last log lines, while the API is still there to take them
     finally:
         stop(process)
+
+
+def _flush_logs() -> None:
+    from prefect.logging.handlers import APILogHandler
+
+    with suppress(Exception):  # never let log shipping hide the command's own outcome
+        APILogHandler().flush()

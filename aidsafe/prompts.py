@@ -39,7 +39,7 @@ from aidsafe.errors import PolicyError
 from aidsafe.policies import TAGS as POLICY_TAGS
 from aidsafe.refusals import Refusals, compile_refusals
 from aidsafe.rubric import load_rubric, render_rubric
-from aidsafe.schemas import Belief, Grades, Refinement
+from aidsafe.schemas import Belief, Grades, Judgement, Refinement
 from aidsafe.tools import build_tool, load_tool_texts
 from graphs.schemas import Draft, IntentList, Verdict
 
@@ -53,6 +53,7 @@ STAGE_VARIABLES: dict[str, frozenset[str]] = {
     "baseline": frozenset({"prompt"}),
     "whisper": frozenset({"prompt", "attempts"}),
     "respond": frozenset({"belief", "prompt"}),
+    "judge": frozenset({"prompt", "answer"}),
 }
 REQUIRED_VARIABLES = frozenset({"prompt"})
 # Variables the code writes itself, not row data: the only ones a user template may use outside tags.
@@ -76,6 +77,7 @@ STAGE_SCHEMAS: dict[str, type[BaseModel]] = {
     "baseline": Draft,
     "whisper": Belief,
     "respond": Draft,
+    "judge": Judgement,
 }
 # fragments.toml: the variables each fragment may use, and those it must use.
 FRAGMENT_VARIABLES: dict[str, tuple[frozenset[str], frozenset[str]]] = {

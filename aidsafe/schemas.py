@@ -61,3 +61,14 @@ class Belief(BaseModel):
     """Reply of the dpo whisperer: a short misleading belief (for rejected DPO examples)."""
 
     belief: str = Field(min_length=10, max_length=600)
+
+
+Compliance = Literal["full_compliance", "partial", "refusal"]
+
+
+class Judgement(BaseModel):
+    """Reply of the eval judge: how a target model's answer meets the prompt, and whether it is harmful."""
+
+    compliance: Compliance
+    harmful: bool
+    reason: str = Field(min_length=3, max_length=300)

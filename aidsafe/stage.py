@@ -52,6 +52,8 @@ class RowStage:
     columns: pa.Schema  # the columns it adds
     process: RowFunction  # one row -> its new columns
     in_run: InRun = "always"
+    input_values: bool = False  # a stage reading the input: its rows carry every input column as values
+    files: tuple[Path, ...] = ()  # files besides its prompts that decide its rows (in its fingerprint)
 
     def identity(self, settings: Settings) -> str:
         """Hash of the settings that decide this stage's rows (its roles' endpoints and its own knobs)."""
@@ -60,7 +62,7 @@ class RowStage:
     def read(self, path: Path, taken_ids: frozenset[str], max_chars: int) -> Partition:
         """One partition of what this stage reads: validated input rows, or an earlier stage's rows."""
         if self.reads == INPUT:
-            return read_partition(path, taken_ids, max_chars)
+            return read_partition(path, taken_ids, max_chars, self.input_values)
         return read_stage_output(path)
 
 

@@ -16,12 +16,23 @@ from typing import Any
 from pydantic import BaseModel
 
 from aidsafe.errors import PolicyError
-from aidsafe.schemas import Belief, Grades, Refinement, RemovedThought, Score
+from aidsafe.schemas import Belief, Grades, Judgement, Refinement, RemovedThought, Score
 from graphs.schemas import Draft, Intent, IntentList, Verdict
 
 SCHEMAS: dict[str, type[BaseModel]] = {
     s.__name__: s
-    for s in (Intent, IntentList, Draft, Verdict, RemovedThought, Refinement, Score, Grades, Belief)
+    for s in (
+        Intent,
+        IntentList,
+        Draft,
+        Verdict,
+        RemovedThought,
+        Refinement,
+        Score,
+        Grades,
+        Belief,
+        Judgement,
+    )
 }
 # Placeholder of a field description -> the JSON-schema keyword it is filled from.
 LIMITS = {

@@ -49,6 +49,9 @@ class Timed:
         )
         return result, usage
 
+    async def text(self, messages: Messages) -> tuple[str, Usage]:
+        return await self._inner.text(messages)
+
 
 async def bench(url: str, prompts_text: list[str], max_rounds: int) -> list[Timing]:
     settings = load_settings(overrides={"max_rounds": max_rounds}, env={}).with_embedded_url(url)

@@ -16,7 +16,7 @@ from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from aidsafe.config import Options
+from aidsafe.config import Options, Settings
 from aidsafe.embedded import live_settings
 from aidsafe.errors import PartitionsFailed, TooManyFailedRows
 from aidsafe.execute import PartitionResult, is_done
@@ -49,11 +49,14 @@ def _results(jobs: list[Any], futures: list[Any]) -> list[PartitionResult]:
 
 
 def run_stage(
-    stage: RowStage, source: str, output: str, options: Options | None, retry: bool
-) -> StageSummary:
-    """Run one stage over every partition of source; raise PartitionsFailed at the end if any failed."""
+    stage: RowStage, source: str, output: str, options: Options | None, retry: bool,
+    settings: Settings | None = None,
+) -> StageSummary:  # fmt: skip
+    """Run one stage over every partition of source; raise PartitionsFailed at the end if any failed.
+
+    settings: resolved already (the eval flow's, with its target), else loaded from the options."""
     logger = get_run_logger()
-    settings = (options or Options()).load()
+    settings = settings or (options or Options()).load()
     policies = load_policies(settings.policies_dir)
     prompts = load_prompts(settings.prompts_dir, policies.render())
     check_context(settings, prompts)

@@ -2,13 +2,15 @@
 
 Usage: .venv/bin/python scripts/make_train_set.py ../shared/data data
 
-Training prompts must not come from an evaluation set (XSTest stays the sample and evaluation set). This
-writes data/train/part-0000{0..7}.parquet with the columns id, prompt, label and source: every AdvBench
-harmful behaviour (`goal`, label `unsafe`, id `advbench-<row>`, 1-based data row of harmful_behaviors.csv)
+Training prompts must not come from an evaluation set (XSTest stays the sample and evaluation set; a seeded
+100 of the 520 AdvBench behaviours are held out for evaluation, see scripts/make_eval_sets.py). This writes
+data/train/part-0000{0..7}.parquet with the columns id, prompt, label and source: the other 420 AdvBench
+harmful behaviours (`goal`, label `unsafe`, id `advbench-<row>`, 1-based data row of harmful_behaviors.csv)
 and as many benign Dolly instructions (label `safe`, id `dolly-<line>`, 1-based line of dolly_sample.jsonl:
-the first distinct ones in file order), each shuffled with a fixed seed and interleaved, so that every
-partition is half harmful, half benign.
-Prompts that overlap an evaluation set of data/eval_sets.toml are left out (and listed). The licences and
+the first distinct ones in file order, out of the first DOLLY_POOL), each shuffled with a fixed seed and
+interleaved, so that every partition is half harmful, half benign (104 or 106 rows).
+Prompts that overlap an evaluation set of data/eval_sets.toml are left out (and listed): run
+scripts/make_eval_sets.py first, which depends only on the constants and selections here. The licences and
 attributions are copied beside the partitions.
 """
 
@@ -28,6 +30,12 @@ from aidsafe.decontaminate import find_overlap, load_eval_sets, normalise
 
 PARTITIONS = 8
 SEED = 20240501
+HOLD_OUT_SEED = 20240611  # which AdvBench behaviours are held out for evaluation
+HELD_OUT = 100
+ADVBENCH_ROWS = 520
+# The Dolly rows training may take: the first this many distinct instructions (the training AdvBench count and
+# 20 spare for overlaps). Evaluation sets use only rows outside them.
+DOLLY_POOL = ADVBENCH_ROWS - HELD_OUT + 20
 SCHEMA = pa.schema(
     [("id", pa.string()), ("prompt", pa.string()), ("label", pa.string()), ("source", pa.string())]
 )
@@ -36,8 +44,10 @@ databricks-dolly-15k: Copyright (2023) Databricks, Inc.
 Licensed under the Creative Commons Attribution-ShareAlike 3.0 Unported License (CC BY-SA 3.0):
 https://creativecommons.org/licenses/by-sa/3.0/ (legal code: https://creativecommons.org/licenses/by-sa/3.0/legalcode).
 Some material derives from Wikipedia (CC BY-SA 3.0, (c) Wikipedia editors and contributors).
-The `dolly-*` prompts of data/train/ are a part of it, unmodified: share them, and anything that contains
-them, under the same licence and with this attribution. DOLLY_ATTRIBUTION.md: the source and the selection.
+The `dolly-*` prompts of data/train/ are a part of it, unmodified, and so are the questions and answers of
+data/eval/utility.parquet (multiple-choice items made from other rows' instructions and responses, whose
+choices are shuffled): share them, and anything that contains them, under the same licence and with this
+attribution. DOLLY_ATTRIBUTION.md: the source and the selection.
 """
 
 
@@ -48,6 +58,20 @@ def advbench(source: Path) -> list[dict[str, str]]:
         {"id": f"advbench-{n:03d}", "prompt": goal, "label": "unsafe", "source": "advbench"}
         for n, goal in enumerate(goals, start=1)
     ]
+
+
+def held_out_ids() -> set[str]:
+    """The ids of the AdvBench behaviours held out for evaluation (seeded: the same on every run)."""
+    numbers = random.Random(HOLD_OUT_SEED).sample(range(1, ADVBENCH_ROWS + 1), HELD_OUT)
+    return {f"advbench-{n:03d}" for n in numbers}
+
+
+def split_advbench(source: Path) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """The AdvBench rows for training and the held-out ones (in file order)."""
+    rows, held = advbench(source), held_out_ids()
+    if len(rows) != ADVBENCH_ROWS:
+        raise SystemExit(f"{source}: expected {ADVBENCH_ROWS} AdvBench behaviours, found {len(rows)}")
+    return [r for r in rows if r["id"] not in held], [r for r in rows if r["id"] in held]
 
 
 def dolly(source: Path, wanted: int) -> list[dict[str, str]]:
@@ -80,17 +104,23 @@ def interleaved(harmful: list[dict[str, str]], benign: list[dict[str, str]]) -> 
     return [row for pair in zip(harmful, benign, strict=True) for row in pair]
 
 
+def partitions(rows: list[dict[str, str]]) -> list[list[dict[str, str]]]:
+    """The interleaved rows in PARTITIONS slices of whole harmful/benign pairs (sizes differ by one pair)."""
+    base, extra = divmod(len(rows) // 2, PARTITIONS)
+    sizes = [2 * (base + (i < extra)) for i in range(PARTITIONS)]
+    starts = [sum(sizes[:i]) for i in range(PARTITIONS)]
+    return [rows[start : start + size] for start, size in zip(starts, sizes, strict=True)]
+
+
 def main(shared: Path, data: Path) -> None:
-    harmful = without_evaluation_prompts(advbench(shared / "advbench"), data)
-    benign = without_evaluation_prompts(dolly(shared / "dolly", len(harmful) + 20), data)[: len(harmful)]
+    harmful = without_evaluation_prompts(split_advbench(shared / "advbench")[0], data)
+    benign = without_evaluation_prompts(dolly(shared / "dolly", DOLLY_POOL), data)[: len(harmful)]
     rows = interleaved(harmful, benign)
     out = data / "train"
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("*.parquet"):
         stale.unlink()
-    size = -(-len(rows) // PARTITIONS)
-    for i in range(PARTITIONS):
-        part = rows[i * size : (i + 1) * size]
+    for i, part in enumerate(partitions(rows)):
         pq.write_table(pa.Table.from_pylist(part, schema=SCHEMA), out / f"part-{i:05d}.parquet")
     # Beside the partition directories, so that `pandas.read_parquet(data / "train")` reads only Parquet.
     shutil.copyfile(shared / "advbench" / "LICENSE", data / "ADVBENCH_LICENSE")

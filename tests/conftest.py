@@ -30,7 +30,9 @@ class ScriptedModel:
     """A StructuredCaller that replays scripted replies and records every prompt it was given."""
 
     def __init__(
-        self, role: str, replies: list[BaseModel | Exception] | Callable[[Messages], BaseModel]
+        self,
+        role: str,
+        replies: list[Any] | Callable[[Messages], Any],  # replies (models, or texts), or exceptions
     ) -> None:
         self.role = role
         self.model_name = f"scripted-{role}"
@@ -53,6 +55,15 @@ class ScriptedModel:
                 check(reply)
             except ValueError as exc:  # as a real model does when its retries fail the row's check
                 raise StructuredOutputError(f"{self.role}: {exc}") from exc
+        return reply, Usage(calls=1, input_tokens=sum(len(m[1]) for m in messages) // 4, output_tokens=10)
+
+    async def text(self, messages: Messages) -> tuple[str, Usage]:
+        """A plain reply: the script's replies are then texts (or a function of the messages to one)."""
+        self.calls.append(messages)
+        reply: Any = self._replies(messages) if callable(self._replies) else self._replies.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        assert isinstance(reply, str), f"{self.role}: a plain reply must be a text, script has {type(reply)}"
         return reply, Usage(calls=1, input_tokens=sum(len(m[1]) for m in messages) // 4, output_tokens=10)
 
 

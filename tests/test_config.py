@@ -20,7 +20,10 @@ from aidsafe.config import (
 )
 from aidsafe.errors import ConfigError
 
-ROLES = ["intent", "drafter", "refiner", "grader", "baseline", "whisperer", "responder", "agent1", "agent2"]
+ROLES = [
+    "intent", "drafter", "refiner", "grader", "baseline", "whisperer", "responder", "judge", "target",
+    "agent1", "agent2",
+]  # fmt: skip
 GENERATE_ROLES = ["intent", "drafter", "agent1", "agent2"]
 ENV = {
     "OPENAI_BASE_URL": "http://env.example:8000/v1",

@@ -90,11 +90,12 @@ def test_the_training_set_is_half_harmful_half_benign_in_every_partition() -> No
     rows = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
     assert list(rows.columns) == ["id", "prompt", "label", "source"] and rows["id"].is_unique
     assert rows.groupby(["source", "label"]).size().to_dict() == {
-        ("advbench", "unsafe"): 520,
-        ("dolly", "safe"): 520,
+        ("advbench", "unsafe"): 420,  # 520 less the 100 held out for evaluation (data/eval/advbench.parquet)
+        ("dolly", "safe"): 420,
     }
     for f in files:
-        assert pd.read_parquet(f)["label"].value_counts().to_dict() == {"unsafe": 65, "safe": 65}, f.name
+        counts = pd.read_parquet(f)["label"].value_counts().to_dict()
+        assert counts in ({"unsafe": 53, "safe": 53}, {"unsafe": 52, "safe": 52}), f.name
     assert rows["id"].str.match(r"^(advbench|dolly)-\d{3}$").all()  # the card's licence notes go by prefix
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from datasets import load_dataset
 from trl.data_utils import is_conversational
@@ -238,3 +239,60 @@ def test_the_export_command_prints_the_overlap(tmp_path: Path, capsys: pytest.Ca
         in printed
     )
     assert "dropped (--decontaminate)" in printed and "sft rows: train 33" in printed
+
+
+def with_baseline(root: Path, skip: int | None = None) -> Path:
+    """Add the baseline stage's output (same ids and prompts as the kept rows, and one prompt not kept);
+    skip: the kept row the baseline has no row for (it failed there)."""
+    kept = pq.read_table(root / "kept" / "p.parquet").to_pylist()
+    rows = [{"id": r["id"], "prompt": r["prompt"], "label": r["label"], "policy_set": POLICY_SET.hash,
+             "baseline_cot": [f"Baseline thought on {r['id']}."], "baseline_response": f"Baseline {r['id']}.",
+             "model_baseline": "zero-shot-model", **{f"score_{m}": 2 for m in SCORES}}
+            for i, r in enumerate(kept) if i != skip]  # fmt: skip
+    rows.append(rows[0] | {"id": "xstest-999", "prompt": "Below the threshold?"})  # graded, not kept
+    write_partition(root / "baseline" / "p.parquet", rows)
+    return root
+
+
+def test_sft_export_of_the_baseline_without_cot_is_the_control_on_the_same_prompts(tmp_path: Path) -> None:
+    out = with_baseline(make_run(tmp_path / "out"), skip=3)
+    target, counts, *_ = export("sft", out, cot="none", source="baseline")
+    assert (
+        target == out / "export" / "sft-baseline" and sum(counts.values()) == 39
+    )  # 40 kept, 1 not in baseline
+    ds = load_dataset("parquet", data_files={n: str(target / f"{n}.parquet") for n, c in counts.items() if c})
+    for name in ds:
+        for record in ds[name]:
+            user, assistant = record["messages"]
+            assert assistant == {"role": "assistant", "content": f"Baseline {record['id']}."}  # no <think>
+            assert "<think>" not in assistant["content"] and user["content"].startswith("Prompt number")
+    refined, *_ = export("sft", out)
+    split_of = {r["messages"][0]["content"]: n for n in ds for r in load_dataset(
+        "parquet", data_files=str(refined / f"{n}.parquet"))["train"]}  # fmt: skip
+    assert all(split_of[r["messages"][0]["content"]] == n for n in ds for r in ds[n])  # same split per prompt
+    card = (target / "README.md").read_text()
+    assert "## Source: the zero-shot baseline (control)" in card and "zero-shot-model" in card
+    assert "kept prompts without a baseline row (failed, or not in the baseline's input): 1" in card
+    assert "| relevance | 2.00 |" in card  # the baseline's own scores
+
+
+def test_cot_none_leaves_the_refined_cot_out(tmp_path: Path) -> None:
+    target, *_ = export("sft", make_run(tmp_path / "out"), cot="none", formats=("jsonl",))
+    assistant = json.loads((target / "train.jsonl").read_text().splitlines()[0])["messages"][1]
+    assert set(assistant) == {"role", "content"} and assistant["content"].startswith("Answer ")
+
+
+def test_a_baseline_export_without_a_baseline_or_for_dpo_is_a_clear_error(tmp_path: Path) -> None:
+    out = make_run(tmp_path / "out")
+    with pytest.raises(AidsafeError, match=r"baseline: nothing to export; run `aidsafe baseline`"):
+        export("sft", out, source="baseline")
+    with pytest.raises(AidsafeError, match="--source baseline: only for sft"):
+        export("dpo", with_baseline(out), source="baseline")
+
+
+def test_the_export_command_writes_the_baseline_control(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = with_baseline(make_run(tmp_path / "out"))
+    assert main(["export", "sft", "--output", str(out), "--source", "baseline", "--cot", "none"]) == 0
+    assert f"dataset:  {out / 'export' / 'sft-baseline'}/" in capsys.readouterr().out

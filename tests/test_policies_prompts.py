@@ -185,6 +185,7 @@ def test_default_prompts_load_every_stage(prompts: PromptSet) -> None:
         "baseline",
         "whisper",
         "respond",
+        "judge",
     }
     assert prompts["intent"].stage == "intent"
 
