@@ -19,16 +19,16 @@ import base64
 import binascii
 import functools
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from aidsafe.config import PROJECT_ROOT
 from aidsafe.errors import PolicyError
+from aidsafe.tomlfile import read_model
 
 DEFAULT_DIR = PROJECT_ROOT / "policies" / "eval" / "jailbreaks"
 Kind = Literal["wrap", "base64", "split"]
@@ -112,13 +112,7 @@ def load_transform(path: Path) -> Transform:
         raise PolicyError(
             path, "the file name must be a lower-case name (letters, digits, _) ending in .toml"
         )
-    try:
-        spec = JailbreakFile.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise PolicyError(path, f"cannot read the transform file: {exc}") from exc
-    except ValidationError as exc:
-        reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise PolicyError(path, reasons) from None
+    spec = read_model(path, JailbreakFile, "transform file")
     template, parts = _check_template(path, spec.kind, spec.template)
     return Transform(path.stem, spec.kind, spec.description.strip(), template, parts)
 

@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import re
 import string
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from aidsafe.config import PROJECT_ROOT
 from aidsafe.errors import InputError, PolicyError
 from aidsafe.records import read_records
+from aidsafe.tomlfile import read_model
 
 DEFAULT_TEMPLATE = PROJECT_ROOT / "policies" / "eval" / "mcq.toml"
 LETTERS = string.ascii_uppercase
@@ -77,13 +77,7 @@ def _checked(path: Path, key: str, text: str, allowed: set[str], required: set[s
 
 def load_template(path: Path = DEFAULT_TEMPLATE) -> McqTemplate:
     """Read and validate a multiple-choice template file; a malformed one is a PolicyError naming it."""
-    try:
-        spec = TemplateFile.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise PolicyError(path, f"cannot read the template file: {exc}") from exc
-    except ValidationError as exc:
-        reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise PolicyError(path, reasons) from None
+    spec = read_model(path, TemplateFile, "template file")
     return McqTemplate(
         _checked(
             path, "template", spec.template, {"question", "choices", "letters"}, {"question", "choices"}

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import functools
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from aidsafe.config import PROJECT_ROOT
 from aidsafe.errors import PolicyError
 from aidsafe.refusals import _APOSTROPHES
+from aidsafe.tomlfile import read_model
 
 DEFAULT_PATTERNS = PROJECT_ROOT / "policies" / "eval" / "refusal_patterns.toml"
 EMPTY = "(empty reply)"  # the phrase reported for an empty reply
@@ -85,13 +85,7 @@ def _alternatives(path: Path, key: str, patterns: list[str]) -> str:
 
 
 def _read(path: Path) -> PatternsFile:
-    try:
-        return PatternsFile.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise PolicyError(path, f"cannot read the refusal patterns: {exc}") from exc
-    except ValidationError as exc:
-        reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise PolicyError(path, reasons) from None
+    return read_model(path, PatternsFile, "refusal patterns")
 
 
 def load_detector(path: Path = DEFAULT_PATTERNS) -> RefusalDetector:
