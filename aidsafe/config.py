@@ -58,6 +58,7 @@ EVERY_STAGE = "*"
 FITS_CONTEXT = "what fits n_ctx"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 TokenField = Literal["max_tokens", "max_completion_tokens"]
+TaskRunnerName = Literal["threads", "dask", "ray"]
 LOCAL_SCHEME = "hf:"  # an eval target's base URL `hf:PATH`: a local transformers checkpoint, in process
 
 
@@ -144,6 +145,11 @@ class Endpoint(BaseModel):
     structured_retries: int = knob(
         2, "retries of invalid structured output", ge=0, le=10, env="AIDSAFE_STRUCTURED_RETRIES"
     )
+    max_in_flight: int = knob(
+        64, "requests in flight to this endpoint's base URL, shared by every partition and stage of the "
+        "run in a process (a 429 lowers it for a while, honouring Retry-After)", ge=1, le=4096, embedded=2,
+        flag="--max-in-flight", env="AIDSAFE_MAX_IN_FLIGHT",
+    )  # fmt: skip
     focus: str | None = knob(
         None, "review focus of a deliberation agent: the id of a file in PROMPTS/agents/ (none: agentN "
         "takes the Nth file); per agent under [roles.agentN]", env="AIDSAFE_FOCUS", identity=["generate"],
@@ -186,8 +192,22 @@ class Settings(BaseModel):
         identity=["generate"],
     )  # fmt: skip
     concurrency: int = knob(
-        4, "rows in flight per partition", ge=1, le=1024, flag="--concurrency", env="AIDSAFE_CONCURRENCY"
-    )
+        64, "rows in flight per partition (the endpoints' max_in_flight caps the requests)", ge=1,
+        le=4096, embedded=4, flag="--concurrency", env="AIDSAFE_CONCURRENCY",
+    )  # fmt: skip
+    workers: int = knob(
+        4, "partitions processed at once by the threads task runner (per process)", ge=1, le=256,
+        flag="--workers", env="AIDSAFE_WORKERS",
+    )  # fmt: skip
+    task_runner: TaskRunnerName = knob(
+        "threads", "where partition tasks run: threads (this process), dask or ray (a cluster at "
+        "scheduler_address; needs an endpoint URL)", flag="--task-runner", env="AIDSAFE_TASK_RUNNER",
+    )  # fmt: skip
+    scheduler_address: str | None = knob(
+        None, "the cluster of the dask or ray task runner: a Dask scheduler (tcp://HOST:8786) or a Ray "
+        "address (ray://HOST:10001, auto); none: a local cluster started for the run",
+        flag="--scheduler-address", env="AIDSAFE_SCHEDULER_ADDRESS",
+    )  # fmt: skip
     grader_samples: int = knob(
         1, "grades per row (N > 1: the score is the rounded mean of N grades, with their spread)", ge=1,
         le=10, flag="--grader-samples", env="AIDSAFE_GRADER_SAMPLES", identity=["grade", "baseline", "dpo"],

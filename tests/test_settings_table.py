@@ -37,6 +37,9 @@ SAMPLES: dict[str, tuple[Any, Any, Any]] = {
     "max_rounds": (6, 7, 8),
     "deliberation_end": ("any", "all", "any"),
     "concurrency": (9, 10, 11),
+    "workers": (1, 2, 3),
+    "task_runner": ("dask", "ray", "threads"),
+    "scheduler_address": ("tcp://env:8786", "tcp://file:8786", "ray://cli:10001"),
     "grader_samples": (2, 3, 5),
     "dpo_attempts": (4, 5, 6),
     "dpo_max_score": (1, 3, 4),
@@ -62,6 +65,7 @@ SAMPLES: dict[str, tuple[Any, Any, Any]] = {
     "timeout": (10.0, 20.0, 30.0),
     "max_retries": (0, 1, 3),
     "structured_retries": (0, 1, 3),
+    "max_in_flight": (8, 16, 32),
     "focus": ("helpfulness", "policy_coverage", "helpfulness"),
 }
 
