@@ -15,13 +15,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import openai
-
 from aidsafe.calibration import Agreement, CalibrationRow, agreement, distance
 from aidsafe.calls import RowCalls
 from aidsafe.config import Options, Settings
 from aidsafe.embedded import live_settings
 from aidsafe.errors import RunFailed, StageFailed
+from aidsafe.llm_io import LLM_LOOP, Connections
 from aidsafe.models import build_roles
 from aidsafe.policies import PolicySet, load_policies
 from aidsafe.progress import publish
@@ -34,29 +33,29 @@ Graded = dict[str, Any] | StageFailed
 
 
 async def grade_rows(
-    rows: Sequence[CalibrationRow], settings: Settings, policies: PolicySet, prompts: PromptSet, name: str
-) -> list[Graded]:
+    rows: Sequence[CalibrationRow], settings: Settings, policies: PolicySet, prompts: PromptSet, name: str,
+    connections: Connections,
+) -> list[Graded]:  # fmt: skip
     """Grade every row with the grader role, `concurrency` at a time; a row whose grading fails is kept
     as its StageFailed."""
-    async with openai.DefaultAsyncHttpxClient() as http_client:
-        models = build_roles(settings, http_client, prompts, ["grader"])
-        gate = asyncio.Semaphore(settings.concurrency)
-        finished = 0
+    models = build_roles(settings, connections, prompts, ["grader"])
+    gate = asyncio.Semaphore(settings.concurrency)
+    finished = 0
 
-        async def one(row: CalibrationRow) -> Graded:
-            nonlocal finished
-            async with gate:
-                ctx = RowContext(RowCalls(models, prompts), settings, policies, prompts)
-                try:
-                    return await grade(ctx, row.prompt, row.cot, row.response, row.intent_records())
-                except StageFailed as exc:
-                    return exc
-                finally:
-                    finished += 1
-                    publish("calibrate", name, finished, len(rows))
+    async def one(row: CalibrationRow) -> Graded:
+        nonlocal finished
+        async with gate:
+            ctx = RowContext(RowCalls(models, prompts), settings, policies, prompts)
+            try:
+                return await grade(ctx, row.prompt, row.cot, row.response, row.intent_records())
+            except StageFailed as exc:
+                return exc
+            finally:
+                finished += 1
+                publish("calibrate", name, finished, len(rows))
 
-        publish("calibrate", name, 0, len(rows))
-        return await asyncio.gather(*(one(row) for row in rows))
+    publish("calibrate", name, 0, len(rows))
+    return await asyncio.gather(*(one(row) for row in rows))
 
 
 def _result(row: CalibrationRow, graded: Graded) -> dict[str, Any]:
@@ -135,7 +134,7 @@ def calibrate(rows: Sequence[CalibrationRow], source: Path, output_dir: Path, op
     policies = load_policies(settings.policies_dir)
     prompts = load_prompts(settings.prompts_dir, policies.render())
     with live_settings(settings, output_dir / "logs" / "embedded-server.log") as live:
-        graded = asyncio.run(grade_rows(rows, live, policies, prompts, source.stem))
+        graded = LLM_LOOP.run(lambda conns: grade_rows(rows, live, policies, prompts, source.stem, conns))
     scores: list[Mapping[str, Any] | None] = [None if isinstance(g, StageFailed) else g for g in graded]
     found = agreement(rows, scores)
     model = next((str(g["model_grader"]) for g in scores if g is not None), settings.roles["grader"].model)

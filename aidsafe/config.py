@@ -147,7 +147,8 @@ class Endpoint(BaseModel):
     )
     max_in_flight: int = knob(
         64, "requests in flight to this endpoint's base URL, shared by every partition and stage of the "
-        "run in a process (a 429 lowers it for a while, honouring Retry-After)", ge=1, le=4096, embedded=2,
+        "run in a process (dask/ray: per worker process); a 429 lowers it for a while, honouring "
+        "Retry-After", ge=1, le=4096, embedded=2,
         flag="--max-in-flight", env="AIDSAFE_MAX_IN_FLIGHT",
     )  # fmt: skip
     focus: str | None = knob(
@@ -196,8 +197,8 @@ class Settings(BaseModel):
         le=4096, embedded=4, flag="--concurrency", env="AIDSAFE_CONCURRENCY",
     )  # fmt: skip
     workers: int = knob(
-        4, "partitions processed at once by the threads task runner (per process)", ge=1, le=256,
-        flag="--workers", env="AIDSAFE_WORKERS",
+        16, "partitions processed at once (threads: in this process; dask/ray: the worker processes of a "
+        "local cluster)", ge=1, le=256, embedded=4, flag="--workers", env="AIDSAFE_WORKERS",
     )  # fmt: skip
     task_runner: TaskRunnerName = knob(
         "threads", "where partition tasks run: threads (this process), dask or ray (a cluster at "

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import openai
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel
@@ -29,7 +28,8 @@ from aidsafe.checkpoint import Checkpoint, checkpoint_dir, chunk_paths, remove_c
 from aidsafe.config import Settings
 from aidsafe.errors import InputError, StageFailed, TransientFailures, is_transient
 from aidsafe.interrupt import until_stopped
-from aidsafe.models import StructuredCaller, build_roles
+from aidsafe.llm_io import LLM_LOOP, Connections
+from aidsafe.models import build_roles
 from aidsafe.output import Failure, carried_names, failures_table, output_table
 from aidsafe.partitions import (
     Partition,
@@ -150,14 +150,12 @@ async def process_rows(
 
 
 async def _run(
-    stage: RowStage, job: PartitionJob, partition: Partition, prompts: PromptSet, progress: Progress | None
-) -> tuple[list[Outcome], list[Failed]]:
+    stage: RowStage, job: PartitionJob, partition: Partition, prompts: PromptSet, progress: Progress | None,
+    connections: Connections,
+) -> tuple[list[Outcome], list[Failed]]:  # fmt: skip
     checkpoint = _checkpoint(stage, job, partition)
-    # the HTTP client and the checkpoint's timer are made inside the task's own event loop
-    async with openai.DefaultAsyncHttpxClient() as http_client, checkpoint.saving():
-        models: dict[str, StructuredCaller] = dict(
-            build_roles(job.settings, http_client, prompts, stage.roles(job.settings))
-        )
+    async with checkpoint.saving():  # its timer runs in the LLM loop, with the rows
+        models = build_roles(job.settings, connections, prompts, stage.roles(job.settings))
 
         def make_context() -> RowContext:
             return RowContext(RowCalls(models, prompts), job.settings, job.policies, prompts)
@@ -255,7 +253,7 @@ def run_partition(
     earlier = earlier_tables(stage, job)
     reuse = reusable_rows(stage, partition, earlier)
     partition.rows = [r for r in partition.rows if r.index not in reuse]
-    done, failed = asyncio.run(_run(stage, job, partition, prompts, progress))
+    done, failed = LLM_LOOP.run(lambda conns: _run(stage, job, partition, prompts, progress, conns))
     failures = [Failure(i, job.name, r, "input", "InputError", reason) for r, i, reason in partition.rejected]
     failures += [_failure(job, row, exc) for row, exc in failed]
     transient = [exc for _, exc in failed if is_transient(exc)]

@@ -4,23 +4,28 @@ Each role gets a ChatOpenAI client on an OpenAI-compatible endpoint. Structured 
 calling (supported by vLLM, Ollama, llama.cpp and OpenAI alike): the tool is the reply schema with the
 descriptions of the prompt set's tools.toml, the call is forced, the arguments are validated by pydantic and
 the call is retried with the reason (the fragments' retry instruction) when the model returns something
-invalid. Transient HTTP errors (429, 5xx,
-connection errors, timeouts) are retried with backoff by the OpenAI client itself (max_retries).
+invalid. Transient HTTP errors (429, 5xx, connection errors, timeouts) are retried with backoff by the
+OpenAI client itself (max_retries).
+
+ChatOpenAI builds each request (messages, the tool, the max_tokens field) and owns the openai client that
+sends it; its Runnable layer (callback managers, a thread-pool hop per reply to build an AIMessage) is not
+used: it cost more per call than the rest of the client (README, "Performance"). Every request waits for a
+slot of its endpoint's in-flight limit (aidsafe.limits).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-import openai
-from langchain_core.messages import AIMessage
-from langchain_core.runnables import Runnable
 from langchain_openai import ChatOpenAI
+from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ValidationError
 
 from aidsafe.config import Endpoint, Settings
 from aidsafe.errors import StructuredOutputError
+from aidsafe.llm_io import Connections
 from aidsafe.prompts import PromptSet
 from aidsafe.usage import NO_USAGE, Usage, total
 
@@ -28,7 +33,6 @@ T = TypeVar("T", bound=BaseModel)
 # A row-specific validation beyond the schema (e.g. thought numbers in range); raises ValueError.
 Check = Callable[[T], None]
 Messages = list[tuple[str, str]]
-HttpClient = openai.DefaultAsyncHttpxClient  # built inside the task that uses it (one per event loop)
 # One request's outcome: the validated reply (or None), the reason it is invalid, the usage.
 Attempt = tuple[T | None, str, Usage]
 
@@ -48,10 +52,12 @@ class StructuredCaller(Protocol):
         ...
 
 
-def _usage_of(message: Any) -> Usage:
-    meta: dict[str, Any] = dict(getattr(message, "usage_metadata", None) or {})
+def _usage_of(reply: ChatCompletion) -> Usage:
+    used = reply.usage
     return Usage(
-        calls=1, input_tokens=meta.get("input_tokens", 0), output_tokens=meta.get("output_tokens", 0)
+        calls=1,
+        input_tokens=used.prompt_tokens if used else 0,
+        output_tokens=used.completion_tokens if used else 0,
     )
 
 
@@ -59,27 +65,36 @@ def _validation_reason(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors())[:500]
 
 
-def _parse(schema: type[T], message: AIMessage) -> tuple[T | None, str | None]:
-    """The reply's tool-call arguments validated against the schema, or the validation error."""
-    calls = [c for c in message.tool_calls if c["name"] == schema.__name__]
+def _arguments(schema: type[BaseModel], reply: ChatCompletion) -> tuple[Any, str]:
+    """The JSON arguments of the reply's call of the schema's tool, or why there are none."""
+    message = reply.choices[0].message if reply.choices else None
+    calls = [c for c in (message.tool_calls or []) if c.type == "function"] if message else []
+    calls = [c for c in calls if c.function.name == schema.__name__]
     if not calls:
-        return None, None
+        return None, "the reply did not call the tool"
     try:
-        return schema.model_validate(calls[0]["args"]), None
-    except ValidationError as exc:
-        return None, _validation_reason(exc)
+        return json.loads(calls[0].function.arguments or "{}"), ""
+    except json.JSONDecodeError as exc:
+        return None, f"invalid tool call: {exc}"[:300]
 
 
-def _why_invalid(message: AIMessage, max_tokens: int, parsing_error: str | None) -> str:
-    used = message.usage_metadata["output_tokens"] if message.usage_metadata else 0
+def _cut_off(reply: ChatCompletion, max_tokens: int) -> str:
+    """Why an invalid reply is invalid when it hit max_tokens (the likelier cause), else ''."""
+    used = reply.usage.completion_tokens if reply.usage else 0
     # some servers (llama.cpp) report finish_reason "tool_calls" for a cut-off tool call
-    if message.response_metadata.get("finish_reason") == "length" or used >= max_tokens:
-        return f"the reply was cut off at max_tokens ({max_tokens})"
-    if message.invalid_tool_calls:
-        return "invalid tool call: " + str(message.invalid_tool_calls[0].get("error") or "").strip()[:300]
-    if parsing_error is not None:
-        return parsing_error
-    return "the reply did not call the tool"
+    length = bool(reply.choices) and reply.choices[0].finish_reason == "length"
+    return f"the reply was cut off at max_tokens ({max_tokens})" if length or used >= max_tokens else ""
+
+
+def _parse(schema: type[T], reply: ChatCompletion, max_tokens: int) -> tuple[T | None, str]:
+    """The reply's tool-call arguments validated against the schema, or the reason they are not valid."""
+    arguments, problem = _arguments(schema, reply)
+    if not problem:
+        try:
+            return schema.model_validate(arguments), ""
+        except ValidationError as exc:
+            problem = _validation_reason(exc)
+    return None, _cut_off(reply, max_tokens) or problem
 
 
 class ChatRole:
@@ -88,44 +103,46 @@ class ChatRole:
     The tool (with its descriptions) and the retry instruction come from the run's prompt set.
     """
 
-    def __init__(
-        self, role: str, llm: ChatOpenAI, structured_retries: int, max_tokens: int, prompts: PromptSet
-    ) -> None:
+    def __init__(self, role: str, llm: ChatOpenAI, endpoint: Endpoint, prompts: PromptSet) -> None:
         self.role = role
-        self.max_tokens = max_tokens
+        self.max_tokens = endpoint.max_tokens
         self.model_name = llm.model_name
         self._llm = llm
-        self._retries = structured_retries
+        self._retries = endpoint.structured_retries
         self._prompts = prompts
-        self._runnables: dict[type[BaseModel], Runnable[Any, Any]] = {}
+        self._tools: dict[type[BaseModel], dict[str, Any]] = {}
 
-    def _bound(self, schema: type[BaseModel]) -> Runnable[Any, Any]:
-        """The model with the schema's tool, forced (as with_structured_output's function_calling)."""
-        if schema not in self._runnables:
-            self._runnables[schema] = self._llm.bind_tools(
+    def _tool(self, schema: type[BaseModel]) -> dict[str, Any]:
+        """The request fields forcing the schema's tool (as bind_tools with tool_choice builds them)."""
+        if schema not in self._tools:
+            bound: Any = self._llm.bind_tools(
                 [self._prompts.tool(schema)], tool_choice=schema.__name__, parallel_tool_calls=False
             )
-        return self._runnables[schema]
+            self._tools[schema] = dict(bound.kwargs)
+        return self._tools[schema]
+
+    async def _complete(self, messages: Messages, **fields: Any) -> ChatCompletion:
+        """One chat completion: ChatOpenAI builds the request, its openai client sends it (each HTTP
+        attempt waits for a slot of the endpoint's limit: aidsafe.llm_io)."""
+        payload = self._llm._get_request_payload(messages, **fields)
+        reply: ChatCompletion = await self._llm.async_client.create(**payload)
+        return reply
 
     async def _attempt(self, schema: type[T], conversation: Messages, check: Check[T] | None) -> Attempt[T]:
         """One request: the validated reply, or None and the reason it is invalid."""
-        message = await self._bound(schema).ainvoke(conversation)
-        if not isinstance(message, AIMessage):
-            raise TypeError(f"expected an AIMessage, got {type(message).__name__}")
-        parsed, parsing_error = _parse(schema, message)
-        if parsed is None:
-            return None, _why_invalid(message, self.max_tokens, parsing_error), _usage_of(message)
-        try:
-            if check is not None:
+        reply = await self._complete(conversation, **self._tool(schema))
+        parsed, reason = _parse(schema, reply, self.max_tokens)
+        if parsed is not None and check is not None:
+            try:
                 check(parsed)
-        except ValueError as exc:
-            return None, str(exc), _usage_of(message)
-        return parsed, "", _usage_of(message)
+            except ValueError as exc:
+                parsed, reason = None, str(exc)
+        return parsed, reason, _usage_of(reply)
 
     async def text(self, messages: Messages) -> tuple[str, Usage]:
-        message = await self._llm.ainvoke(messages)
-        content = message.content if isinstance(message.content, str) else str(message.content)
-        return content, _usage_of(message)
+        reply = await self._complete(messages)
+        content = reply.choices[0].message.content if reply.choices else None
+        return content or "", _usage_of(reply)
 
     async def call(
         self, schema: type[T], messages: Messages, check: Check[T] | None = None
@@ -145,7 +162,7 @@ class ChatRole:
         )
 
 
-def build_chat_model(endpoint: Endpoint, http_client: HttpClient) -> ChatOpenAI:
+def build_chat_model(endpoint: Endpoint, http_client: Any) -> ChatOpenAI:
     """A ChatOpenAI client for one endpoint; max_tokens goes in the field the server honours."""
     if endpoint.base_url is None:
         raise ValueError("the embedded server must be running before clients are built")
@@ -167,19 +184,26 @@ def build_chat_model(endpoint: Endpoint, http_client: HttpClient) -> ChatOpenAI:
 
 
 def build_roles(
-    settings: Settings, http_client: HttpClient, prompts: PromptSet, roles: list[str] | None = None
+    settings: Settings, connections: Connections, prompts: PromptSet, roles: list[str] | None = None
 ) -> dict[str, StructuredCaller]:
-    """One structured caller per role (all roles by default), sharing the task's async HTTP client; the
-    prompt set gives the tools and the retry instruction."""
+    """One structured caller per role (all roles by default), sharing the event loop's HTTP client and
+    endpoint limits; the prompt set gives the tools and the retry instruction."""
     chosen = settings.roles if roles is None else {name: settings.roles[name] for name in roles}
-    return {role: _caller(role, endpoint, http_client, prompts) for role, endpoint in chosen.items()}
+    return {role: _caller(role, endpoint, connections, prompts) for role, endpoint in chosen.items()}
 
 
-def _caller(role: str, endpoint: Endpoint, http_client: HttpClient, prompts: PromptSet) -> StructuredCaller:
+def _caller(role: str, endpoint: Endpoint, connections: Connections, prompts: PromptSet) -> StructuredCaller:
     """A local transformers checkpoint (an eval target) in this process, else a client of the endpoint."""
     if endpoint.local_path is not None:
         from aidsafe.local_model import LocalRole  # torch and transformers: only when a checkpoint is used
 
         return LocalRole(role, endpoint)
-    llm = build_chat_model(endpoint, http_client)
-    return ChatRole(role, llm, endpoint.structured_retries, endpoint.max_tokens, prompts)
+    return chat_role(role, endpoint, connections, prompts)
+
+
+def chat_role(role: str, endpoint: Endpoint, connections: Connections, prompts: PromptSet) -> ChatRole:
+    """A client of the endpoint on the event loop's HTTP client, within its base URL's in-flight limit."""
+    llm = build_chat_model(endpoint, connections.http)
+    assert endpoint.base_url is not None  # build_chat_model checked it
+    connections.limit(endpoint.base_url, endpoint.max_in_flight)
+    return ChatRole(role, llm, endpoint, prompts)

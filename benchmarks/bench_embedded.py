@@ -17,12 +17,12 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import openai
 import pyarrow.parquet as pq
 
 from aidsafe.calls import RowCalls
 from aidsafe.config import load_settings
 from aidsafe.embedded import embedded_server
+from aidsafe.llm_io import Connections
 from aidsafe.models import Check, Messages, StructuredCaller, T, build_roles
 from aidsafe.policies import load_policies
 from aidsafe.prompts import load_prompts
@@ -58,8 +58,8 @@ async def bench(url: str, prompts_text: list[str], max_rounds: int) -> list[Timi
     policies = load_policies(settings.policies_dir)
     prompts = load_prompts(settings.prompts_dir, policies.render())
     log: list[Timing] = []
-    async with openai.DefaultAsyncHttpxClient() as client:
-        models = {role: Timed(m, log) for role, m in build_roles(settings, client, prompts).items()}
+    async with Connections() as connections:
+        models = {role: Timed(m, log) for role, m in build_roles(settings, connections, prompts).items()}
         for text in prompts_text:
             context = deliberation_context(RowCalls(models, prompts), settings, prompts)
             await graph.ainvoke(

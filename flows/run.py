@@ -1,7 +1,11 @@
 """The pipeline flows: `run` (the whole job) and `retry` (redo what failed), both driven by PIPELINE.
 
-The steps run as subflows in pipeline order; a partly failed step does not stop the next one (its other
-partitions are carried on), and the parent flow run ends Failed naming the steps that failed.
+`run` streams its row stages (flows/chain.py): each partition's refine and grade start as soon as its
+generate is done, the baseline alongside, so a long run has finished, graded partitions early; then the
+report runs as a subflow. `retry` runs the steps that ran here as subflows in pipeline order (the per-stage
+flows of flows/stages.py): it redoes few rows, and any subset of the stages may have run here.
+Either way a partly failed step does not stop the next one (its other partitions are carried on), and the
+parent flow run ends Failed naming the steps that failed.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from aidsafe.lock import output_lock
 from aidsafe.pipeline import PIPELINE, run_steps
 from aidsafe.report_files import stored_thresholds
 from aidsafe.stage import INPUT, RowStage, Step
+from flows.chain import stream
 from flows.stages import FLOWS, retrying
 
 
@@ -33,13 +38,15 @@ def _run_step(
     return FLOWS[step.name](output, thresholds, return_state=True)
 
 
-def raise_if_failed(states: dict[str, State[Any]]) -> None:
-    """Log and raise the steps (subflow runs) that did not complete; the others' work stays."""
-    failed = {name: state for name, state in states.items() if not state.is_completed()}
-    for name, state in failed.items():
-        get_run_logger().error("%s failed: %s", name, state.message)
+def raise_if_failed(states: dict[str, State[Any]], errors: list[str] | None = None) -> None:
+    """Log and raise the steps (subflow runs) that did not complete, after the errors of steps run otherwise
+    (each naming its step); the others' work stays."""
+    unfinished = {name: state for name, state in states.items() if not state.is_completed()}
+    failed = [*(errors or []), *(f"{name}: {state.message}" for name, state in unfinished.items())]
+    for error in failed:
+        get_run_logger().error("failed: %s", error)
     if failed:
-        raise StagesFailed("; ".join(f"{name}: {state.message}" for name, state in failed.items()))
+        raise StagesFailed("; ".join(failed))
 
 
 @flow(name="run")
@@ -51,17 +58,22 @@ def run(
     thresholds: dict[str, int] | None = None,
     retry: bool = False,
 ) -> str:
-    """generate -> refine -> grade (+ baseline) -> report; a partly failed stage does not stop the next.
+    """generate -> refine -> grade (+ baseline) per partition, streamed, then the report; a partly failed
+    stage does not stop the next.
 
     retry: also redo the rows in the failures tables (always done when this flow run is a rerun).
     thresholds: the minimum score per metric of the kept rows (None: the defaults; {}: keep every row).
     """
     retry = retrying(retry)
+    steps = run_steps(baseline)
     with output_lock(output):
+        errors = stream([s for s in steps if isinstance(s, RowStage)], input, output, options, retry)
         states = {
-            s.name: _run_step(s, output, input, options, retry, thresholds) for s in run_steps(baseline)
+            s.name: _run_step(s, output, input, options, retry, thresholds)
+            for s in steps
+            if not isinstance(s, RowStage)
         }
-    raise_if_failed(states)
+    raise_if_failed(states, errors)
     return str(states["report"].result().path)
 
 

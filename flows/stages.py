@@ -19,16 +19,17 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from aidsafe.config import Options, Settings
 from aidsafe.embedded import live_settings
 from aidsafe.errors import PartitionsFailed, TooManyFailedRows
-from aidsafe.execute import PartitionResult, is_done
+from aidsafe.execute import PartitionJob, PartitionResult, is_done, skipped_result
 from aidsafe.interrupt import rows_stop_on_interrupt
 from aidsafe.lock import output_lock
 from aidsafe.pipeline import PIPELINE, input_files, source_of
 from aidsafe.plan import plan_jobs
-from aidsafe.policies import load_policies
+from aidsafe.policies import PolicySet, load_policies
 from aidsafe.preflight import check_context
 from aidsafe.prompts import load_prompts
 from aidsafe.stage import INPUT, RowStage, Step, StepResult, WholeStep
 from aidsafe.summary import StageSummary, summarize
+from aidsafe.task_runners import partition_runner
 from flows.tasks import partition_task, step_task
 
 
@@ -37,15 +38,20 @@ def retrying(retry: bool) -> bool:
     return retry or flow_run.get_run_count() > 1
 
 
-def _results(jobs: list[Any], futures: list[Any]) -> list[PartitionResult]:
-    return [
-        future.result()
-        if future.state.is_completed()
-        else PartitionResult(
-            partition=job.name, status="failed", error=str(future.state.message or future.state.name)
-        )
-        for job, future in zip(jobs, futures, strict=True)
-    ]
+def _results(stage: RowStage, jobs: list[PartitionJob], futures: dict[str, Any]) -> list[PartitionResult]:
+    """Every job's result in order: its task's (a failed task: a failed partition), or the counts of an
+    up-to-date partition, which got no task."""
+    results = []
+    for job in jobs:
+        future = futures.get(job.name)
+        if future is None:
+            results.append(skipped_result(stage, job))
+        elif future.state.is_completed():
+            results.append(future.result())
+        else:
+            error = str(future.state.message or future.state.name)
+            results.append(PartitionResult(partition=job.name, status="failed", error=error))
+    return results
 
 
 def run_stage(
@@ -65,17 +71,36 @@ def run_stage(
     jobs = plan_jobs(stage, paths, output_dir, settings, policies, prompts, retrying(retry))
     logger.info("%s: %d partition(s), policy set %s", stage.name, len(jobs), policies.hash)
     pending = [job for job in jobs if not is_done(stage, job)]
+    if len(pending) < len(jobs):
+        logger.info("%s: %d partition(s) unchanged since the last run, skipped", stage.name,
+                    len(jobs) - len(pending))  # fmt: skip
     log = output_dir / "logs" / "embedded-server.log"
-    with live_settings(settings, log, needed=bool(pending)) as live, rows_stop_on_interrupt():
+    # the settings' runner, not the flow's (Prefect's own annotation of map does not type-check)
+    runner: Any = partition_runner(settings, needed=bool(pending))
+    # exits in reverse: an interrupt stops the rows, the runner waits for its tasks, then the server stops
+    with live_settings(settings, log, needed=bool(pending)) as live, runner, rows_stop_on_interrupt():
         task = partition_task.with_options(
             retries=settings.partition_retries, retry_delay_seconds=settings.partition_retry_delays
         )
-        futures = task.map([j.model_copy(update={"settings": live}) for j in jobs], unmapped(prompts))
+        # an up-to-date partition gets no task: a rerun of a finished run costs the Prefect API nothing
+        live_jobs = [j.model_copy(update={"settings": live}) for j in pending]
+        futures = runner.map(task, {"job": live_jobs, "prompts": unmapped(prompts)}) if pending else []
         wait(futures)
-    summary = summarize(stage.name, source, output_dir, _results(jobs, futures), settings, policies)
+        # read while the runner runs: a cluster's futures die with its client
+        results = _results(stage, jobs, {job.name: f for job, f in zip(pending, futures, strict=True)})
+    return finish_stage(stage, source, output_dir, results, settings, policies)
+
+
+def finish_stage(
+    stage: RowStage, source: str, output_dir: Path, results: list[PartitionResult], settings: Settings,
+    policies: PolicySet,
+) -> StageSummary:  # fmt: skip
+    """Write a stage's summary and its table artifact, then raise PartitionsFailed or TooManyFailedRows if
+    it failed (shared by run_stage and the streaming run of flows/chain.py, which sums up at the end)."""
+    summary = summarize(stage.name, source, output_dir, results, settings, policies)
     table = [p.model_dump(exclude_none=True) for p in summary.partitions]
     create_table_artifact(table, key=f"aidsafe-{stage.name}-summary", description=summary.describe())
-    logger.info("%s; summary: %s", summary.describe(), summary.summary_path)
+    get_run_logger().info("%s; summary: %s", summary.describe(), summary.summary_path)
     if summary.failed_partitions:
         names = ", ".join(f"{p.partition} ({p.error})" for p in summary.failed_partitions)
         raise PartitionsFailed(f"{stage.name}: {len(summary.failed_partitions)} partition(s) failed: {names}")
@@ -95,7 +120,9 @@ def row_flow(stage: RowStage) -> Flow[..., StageSummary]:
         with output_lock(output):
             return run_stage(stage, source_of(stage.name, Path(output), input), output, options, retry)
 
-    runner: Any = ThreadPoolTaskRunner(max_workers=4)  # Prefect's own annotation does not type-check
+    # The partitions go through the runner of the run's settings (run_stage: aidsafe.task_runners), which are
+    # resolved inside the flow; the flow's own runner is left with nothing to run.
+    runner: Any = ThreadPoolTaskRunner(max_workers=1)  # Prefect's own annotation does not type-check
     return flow(name=stage.name, description=stage.help, task_runner=runner)(run_row_stage)
 
 

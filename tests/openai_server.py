@@ -60,6 +60,12 @@ class Reply:
 
 
 Script = Callable[[Request], Reply]
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # the default 5 refuses connections when hundreds of requests arrive at once
+
+
 # Fault injection: given the request and its number (0-based), the fault to answer with, or None.
 FAULTS = ("429", "500", "503", "reset", "timeout", "invalid_json", "length", "empty")
 FaultPlan = Callable[[Request, int], str | None]
@@ -108,11 +114,18 @@ class FakeOpenAI:
     requests: list[Request] = field(default_factory=list)
     faults_sent: list[str] = field(default_factory=list)
     max_in_flight: int = 0
+    record: bool = True  # False (benchmarks): count the requests, keep none of them
+    count: int = 0
+    # An endpoint at its capacity: with overload_at requests in flight, it answers 429 with Retry-After.
+    overload_at: int = 0
+    retry_after: str = "1"
+    arrived_at: list[float] = field(default_factory=list)  # monotonic time of every chat request
+    throttled_at: list[float] = field(default_factory=list)  # of every 429 for overload
     _in_flight: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __enter__(self) -> FakeOpenAI:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = _Server(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
@@ -128,6 +141,11 @@ class FakeOpenAI:
 
     def _fault(self, request: Request) -> str | None:
         with self._lock:
+            if self.record:
+                self.arrived_at.append(time.monotonic())
+            if self.overload_at and self._in_flight >= self.overload_at:
+                self.throttled_at.append(time.monotonic())
+                return "overload"
             number = len(self.requests)
             fault = self.faults(request, number) if self.faults else None
             if fault:
@@ -144,7 +162,9 @@ class FakeOpenAI:
 
     def _answer(self, request: Request) -> dict[str, Any]:
         with self._lock:
-            self.requests.append(request)
+            self.count += 1
+            if self.record:
+                self.requests.append(request)
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
         try:
@@ -159,6 +179,8 @@ class FakeOpenAI:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as model servers do (HTTP/1.0 reconnects per call)
+
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
@@ -171,6 +193,9 @@ class FakeOpenAI:
                 self.wfile.write(data)
 
             def do_GET(self) -> None:
+                if self.path.endswith("/stats"):  # what the benchmarks read: answered chat requests
+                    self._send(200, {"requests": server.count, "max_in_flight": server.max_in_flight})
+                    return
                 self._send(200, {"object": "list", "data": [{"id": "test", "object": "model"}]})
 
             def _send_fault(self, request: Request, fault: str) -> None:
@@ -180,14 +205,14 @@ class FakeOpenAI:
                 elif fault == "timeout":
                     time.sleep(server.timeout_sleep)
                     self._send(200, _completion(request, default_script(request)))
-                elif fault in ("400", "401", "429", "500", "503"):
+                elif fault in ("400", "401", "429", "500", "503", "overload"):
                     payload = {"error": {"message": f"injected {fault}", "type": "server_error"}}
                     data = json.dumps(payload).encode()
-                    self.send_response(int(fault))
+                    self.send_response(429 if fault == "overload" else int(fault))
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
-                    if fault == "429":
-                        self.send_header("Retry-After", "0")
+                    if fault in ("429", "overload"):
+                        self.send_header("Retry-After", server.retry_after if fault == "overload" else "0")
                     self.end_headers()
                     self.wfile.write(data)
                 else:

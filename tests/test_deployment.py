@@ -17,9 +17,11 @@ from typing import Any
 import httpx
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from aidsafe.children import free_port
-from aidsafe.config import PROJECT_ROOT
+from aidsafe.config import PROJECT_ROOT, Options
+from aidsafe.task_runners import check_distributable
 from tests.conftest import write_partition
 from tests.openai_server import FakeOpenAI, Reply, Request, default_script
 
@@ -88,6 +90,9 @@ def test_deploy_schedule_and_run_through_a_worker(
         )
     listed = prefect(deployed, "deployment", "inspect", "run/aidsafe-nightly")
     assert "0 2 * * *" in listed and "Europe/Berlin" in listed  # the nightly schedule
+    for runner in ("dask", "ray"):  # the distributed examples are deployed too, their schedules off
+        listed = prefect(deployed, "deployment", "inspect", f"run/aidsafe-nightly-{runner}")
+        assert f"'task_runner': '{runner}'" in listed and "'active': False" in listed, listed
     out = tmp_path / "out"
     options = {"base_url": server.base_url, "model": "m", "max_rounds": 1}
     requests = []
@@ -158,3 +163,17 @@ def test_prefect_flow_run_retry_redoes_only_what_failed(
     assert graded["a0"]["graded_at"] == first["a0"]["graded_at"]  # finished work untouched
     for stage in ("generate", "refine", "grade"):  # the redone rows left the failures tables
         assert pq.read_table(out / "failures" / stage).num_rows == 0, stage
+
+
+@pytest.mark.parametrize("runner", ["dask", "ray"])
+def test_distributed_deployment_example_is_a_valid_distributed_run(runner: str) -> None:
+    """The example's options load as settings (no environment) and need no embedded model."""
+    deployments = {
+        d["name"]: d for d in yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())["deployments"]
+    }
+    example, nightly = deployments[f"aidsafe-nightly-{runner}"], deployments["aidsafe-nightly"]
+    assert example["entrypoint"] == nightly["entrypoint"]
+    assert {k: v for k, v in example["parameters"].items() if k != "options"} == nightly["parameters"]
+    settings = Options(**example["parameters"]["options"]).load(env={})
+    assert settings.task_runner == runner and settings.scheduler_address and not settings.uses_embedded
+    check_distributable(settings)

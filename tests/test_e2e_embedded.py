@@ -13,6 +13,7 @@ import pytest
 from aidsafe.config import Options, load_settings
 from aidsafe.embedded import embedded_server, locate_model
 from aidsafe.errors import StructuredOutputError
+from aidsafe.llm_io import Connections
 from aidsafe.models import build_roles
 from aidsafe.prompts import PromptSet
 from aidsafe.schemas import METRICS
@@ -78,8 +79,8 @@ def test_the_embedded_server_honours_max_tokens(tmp_path: Path, prompts: PromptS
         live = settings.with_embedded_url(url)
 
         async def ask() -> None:
-            async with openai.DefaultAsyncHttpxClient() as client:
-                drafter = build_roles(live, client, prompts)["drafter"]
+            async with Connections() as connections:
+                drafter = build_roles(live, connections, prompts)["drafter"]
                 await drafter.call(
                     Draft, [("system", "Write a long chain of thought."), ("human", "Explain TCP.")]
                 )

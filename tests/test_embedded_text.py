@@ -24,7 +24,8 @@ from aidsafe.config import Endpoint, load_settings
 from aidsafe.embedded import CHAT_FORMAT, embedded_server, locate_model
 from aidsafe.errors import PolicyError
 from aidsafe.llama_chat import _TEXTS, END, START, chatml_tools, load_texts, render, segments, tokenize
-from aidsafe.models import ChatRole, build_chat_model, build_roles
+from aidsafe.llm_io import Connections
+from aidsafe.models import build_roles, chat_role
 from aidsafe.prompts import PromptSet
 from graphs.schemas import IntentList, Verdict
 from tests.conftest import write_partition
@@ -112,8 +113,9 @@ async def test_any_openai_compatible_server_receives_the_messages_byte_for_byte(
 ) -> None:
     server = fake_openai(lambda request: Reply({"complete": True, "feedback": "Fine."}))
     endpoint = Endpoint(base_url=server.base_url, model="m", api_key=SecretStr("x"))
-    async with openai.DefaultAsyncHttpxClient() as client:
-        role = ChatRole("agent1", build_chat_model(endpoint, client), 0, endpoint.max_tokens, prompts)
+    async with Connections() as connections:
+        endpoint = endpoint.model_copy(update={"structured_retries": 0})
+        role = chat_role("agent1", endpoint, connections, prompts)
         await role.call(Verdict, [("system", SYSTEM), ("human", USER)])
     assert [(m["role"], m["content"]) for m in server.requests[0].body["messages"]] == [
         ("system", SYSTEM), ("user", USER),
@@ -219,8 +221,8 @@ def test_a_forced_tool_call_through_the_embedded_server_returns_valid_arguments(
     messages = prompts["intent"].messages(prompt="Is 'Tom & Jerry' <b>violent</b>?")
 
     async def ask() -> IntentList:
-        async with openai.DefaultAsyncHttpxClient() as client:
-            intent = build_roles(live, client, prompts, ["intent"])["intent"]
+        async with Connections() as connections:
+            intent = build_roles(live, connections, prompts, ["intent"])["intent"]
             reply, usage = await intent.call(IntentList, messages)
         assert usage["calls"] >= 1 and usage["output_tokens"] > 0
         return reply

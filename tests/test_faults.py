@@ -54,5 +54,5 @@ def test_permanent_errors_fail_fast(tmp_path: Path, fake_openai: Callable[..., F
     summary = generate(output=str(tmp_path / "out"), input=str(tmp_path / "in"), options=options)
     failures = pq.read_table(tmp_path / "out" / "failures").to_pylist()
     assert summary.rows_ok == 0 and len(failures) == 3
-    assert {(f["stage"], f["error_type"]) for f in failures} == {("intent", "OpenAIAuthenticationError")}
+    assert {(f["stage"], f["error_type"]) for f in failures} == {("intent", "AuthenticationError")}
     assert len(server.requests) == 3  # one call per row: no retry of a permanent error

@@ -7,13 +7,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import openai
 import pytest
 from pydantic import SecretStr
 
 from aidsafe.config import DEFAULT_PROMPTS, Endpoint
 from aidsafe.errors import StructuredOutputError
-from aidsafe.models import ChatRole, build_chat_model
+from aidsafe.llm_io import Connections
+from aidsafe.models import chat_role
 from aidsafe.policies import PolicySet
 from aidsafe.prompts import PromptSet, load_prompts
 from aidsafe.usage import Usage
@@ -42,10 +42,9 @@ async def call(
     server: FakeOpenAI, schema: type, retries: int = 2, prompts: PromptSet | None = None, **extra: object
 ) -> tuple[Any, Usage]:
     prompts = prompts or load_prompts(DEFAULT_PROMPTS, "The policies.")
-    async with openai.DefaultAsyncHttpxClient() as client:
-        ep = endpoint(server, **extra)
-        role = ChatRole("intent", build_chat_model(ep, client), retries, ep.max_tokens, prompts)
-        return await role.call(schema, MESSAGES)
+    async with Connections() as connections:
+        ep = endpoint(server, structured_retries=retries, **extra)
+        return await chat_role("intent", ep, connections, prompts).call(schema, MESSAGES)
 
 
 def tool_sent(server: FakeOpenAI, number: int = 0) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m benchmarks` (the suite) and the bench_*.py scripts."""
