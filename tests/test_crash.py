@@ -27,7 +27,7 @@ def start(source: Path, out: Path, server: FakeOpenAI) -> subprocess.Popen[bytes
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "OPENAI_BASE_URL": server.base_url,
            "AIDSAFE_MODEL": "m", "PREFECT_LOGGING_LEVEL": "WARNING"}  # fmt: skip
     command = [sys.executable, "-m", "aidsafe.cli", "generate", "--input", str(source), "--output", str(out),
-               "--concurrency", "2", "--max-rounds", "1"]  # fmt: skip
+               "--concurrency", "2", "--max-rounds", "1", "--workers", "4"]  # fmt: skip
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
