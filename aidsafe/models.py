@@ -73,7 +73,9 @@ def _arguments(schema: type[BaseModel], reply: ChatCompletion) -> tuple[Any, str
     if not calls:
         return None, "the reply did not call the tool"
     try:
-        return json.loads(calls[0].function.arguments or "{}"), ""
+        # strict=False: raw newlines and tabs inside strings (small models write them) are kept, as
+        # LangChain's own tool-call parser does
+        return json.loads(calls[0].function.arguments or "{}", strict=False), ""
     except json.JSONDecodeError as exc:
         return None, f"invalid tool call: {exc}"[:300]
 

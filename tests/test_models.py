@@ -75,6 +75,13 @@ async def test_invalid_output_is_retried_with_the_error(fake_openai: Callable[..
     assert server.requests[2].body["messages"][:2] == server.requests[0].body["messages"][:2]
 
 
+async def test_a_raw_newline_inside_a_json_string_is_accepted(fake_openai: Callable[..., FakeOpenAI]) -> None:
+    arguments = '{"intents": [{"description": "Say\nhello.", "source": "explicit", "kind": "benign"}]}'
+    server = fake_openai(sequence(Reply(arguments)))  # a literal newline: not valid strict JSON
+    result, usage = await call(server, IntentList, retries=0)
+    assert result.intents[0].description == "Say\nhello." and usage["calls"] == 1
+
+
 async def test_gives_up_after_the_retries(fake_openai: Callable[..., FakeOpenAI]) -> None:
     server = fake_openai(lambda request: Reply({"complete": False, "feedback": "wrong"}))
     with pytest.raises(StructuredOutputError, match="no valid Verdict in 2 attempts"):
