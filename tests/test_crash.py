@@ -23,11 +23,14 @@ pytestmark = pytest.mark.usefixtures("prefect_api")
 PARTITIONS, ROWS = 6, 4
 
 
-def start(source: Path, out: Path, server: FakeOpenAI) -> subprocess.Popen[bytes]:
+def start(
+    source: Path, out: Path, server: FakeOpenAI, step: str = "generate", workers: int = 4
+) -> subprocess.Popen[bytes]:
+    """A real `aidsafe STEP` in its own process, against the test server, `workers` partitions at a time."""
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "OPENAI_BASE_URL": server.base_url,
            "AIDSAFE_MODEL": "m", "PREFECT_LOGGING_LEVEL": "WARNING"}  # fmt: skip
-    command = [sys.executable, "-m", "aidsafe.cli", "generate", "--input", str(source), "--output", str(out),
-               "--concurrency", "2", "--max-rounds", "1", "--workers", "4"]  # fmt: skip
+    command = [sys.executable, "-m", "aidsafe.cli", step, "--input", str(source), "--output", str(out),
+               "--concurrency", "2", "--max-rounds", "1", "--workers", str(workers)]  # fmt: skip
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -4,10 +4,7 @@ through a real Prefect API and real HTTP to the scripted test server."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -19,7 +16,6 @@ import pyarrow.parquet as pq
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.settings import PREFECT_API_URL
 
 import flows.chain
 from aidsafe.config import Options, Settings
@@ -28,7 +24,7 @@ from flows.run import run
 from flows.stages import FLOWS
 from tests.conftest import write_partition
 from tests.openai_server import FakeOpenAI, Reply, Request, default_script
-from tests.test_crash import wait_for
+from tests.test_crash import start, wait_for
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "clean_env")
 SLOW = "Zanzibar"  # in partition b's prompts only
@@ -178,14 +174,6 @@ def test_task_runs_are_named_by_stage_and_partition_and_linked_to_what_they_read
             assert upstream == {task_runs[f"{reads}-part-{p}"].id}
 
 
-def start_run(source: Path, out: Path, server: FakeOpenAI) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "OPENAI_BASE_URL": server.base_url,
-           "AIDSAFE_MODEL": "m", "PREFECT_LOGGING_LEVEL": "WARNING"}  # fmt: skip
-    command = [sys.executable, "-m", "aidsafe.cli", "run", "--input", str(source), "--output", str(out),
-               "--concurrency", "2", "--max-rounds", "1", "--workers", "2"]  # fmt: skip
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 def graded(out: Path) -> dict[str, float]:
     directory = out / "graded"
     return {p.name: p.stat().st_mtime for p in directory.glob("*.parquet")} if directory.is_dir() else {}
@@ -199,12 +187,12 @@ def test_ctrl_c_keeps_the_graded_partitions_and_the_rerun_skips_them(
     for p in range(6):
         questions = [{"id": f"p{p}-{i}", "prompt": f"Q{i}?"} for i in range(2)]
         write_partition(source / f"part-{p}.parquet", questions)
-    process = start_run(source, out, server)
+    process = start(source, out, server, "run", workers=2)
     wait_for(process, lambda: bool(graded(out)))
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=10) == 130
     kept = graded(out)
     assert 0 < len(kept) < 6  # streamed: some partitions were graded before every one was generated
-    assert start_run(source, out, server).wait(timeout=300) == 0
+    assert start(source, out, server, "run", workers=2).wait(timeout=300) == 0
     after = graded(out)
     assert len(after) == 6 and all(after[name] == mtime for name, mtime in kept.items())
