@@ -46,7 +46,7 @@ from aidsafe.stage import RowContext, RowStage
 from aidsafe.summary import PartitionResult
 from aidsafe.usage import Usage, total
 
-Progress = Callable[[int, int], None]
+Progress = Callable[[int, int], None]  # rows finished, rows to do; called in the task's thread
 ROW_FAILURES = (StageFailed, InputError)  # what fails one row; anything else fails the partition
 
 
@@ -253,7 +253,17 @@ def run_partition(
     earlier = earlier_tables(stage, job)
     reuse = reusable_rows(stage, partition, earlier)
     partition.rows = [r for r in partition.rows if r.index not in reuse]
-    done, failed = LLM_LOOP.run(lambda conns: _run(stage, job, partition, prompts, progress, conns))
+    counts = [0, len(partition.rows)]  # rows finished, rows to do: set on the LLM loop, read here
+
+    def count(finished: int, total: int) -> None:
+        counts[:] = [finished, total]
+
+    def report() -> None:
+        if progress:
+            progress(*counts)
+
+    done, failed = LLM_LOOP.run(lambda conns: _run(stage, job, partition, prompts, count, conns), report)
+    report()
     failures = [Failure(i, job.name, r, "input", "InputError", reason) for r, i, reason in partition.rejected]
     failures += [_failure(job, row, exc) for row, exc in failed]
     transient = [exc for _, exc in failed if is_transient(exc)]

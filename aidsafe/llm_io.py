@@ -12,9 +12,10 @@ process (Dask, Ray) starts its own loop on first use: nothing of it travels with
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Hashable
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -59,6 +60,7 @@ class Connections:
 
     def __init__(self) -> None:
         self.limits: dict[str, EndpointLimit] = {}
+        self._made: dict[Hashable, Any] = {}
         pool = httpx2.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS)
         transport = _LimitedTransport(AiohttpTransport(limits=pool), self.limits)
         self.http = openai.DefaultAioHttpClient(transport=transport)
@@ -70,6 +72,14 @@ class Connections:
             self.limits[key] = EndpointLimit(key, cap)
         self.limits[key].lower_cap(cap)
         return self.limits[key]
+
+    def reuse(self, key: Hashable, make: Callable[[], R]) -> R:
+        """What make() returns, made once per loop for key: each endpoint's client serves every partition
+        of the process (a client made per partition paid its set-up, and a thread hop, on every row)."""
+        if key not in self._made:
+            self._made[key] = make()
+        made: R = self._made[key]
+        return made
 
     async def __aenter__(self) -> Connections:
         return self
@@ -102,10 +112,21 @@ class LlmLoop:
             self._connections = Connections()
         return await work(self._connections)
 
-    def run(self, work: Callable[[Connections], Coroutine[Any, Any, R]]) -> R:
-        """Run work(connections) on the LLM loop and wait for it; leaving early cancels it."""
+    def run(
+        self, work: Callable[[Connections], Coroutine[Any, Any, R]], tick: Callable[[], None] | None = None,
+        every: float = 1.0,
+    ) -> R:  # fmt: skip
+        """Run work(connections) on the LLM loop and wait for it; leaving early cancels it.
+
+        While waiting, the calling thread calls tick() every `every` seconds: what is slow or blocking
+        (progress artifacts over HTTP, log handlers) runs there, never on the loop that all rows share.
+        """
         future = asyncio.run_coroutine_threadsafe(self._with_connections(work), self._running_loop())
         try:
+            while not future.done():
+                concurrent.futures.wait([future], timeout=every if tick else None)
+                if tick and not future.done():
+                    tick()
             return future.result()
         except BaseException:
             future.cancel()

@@ -8,25 +8,28 @@ invalid. Transient HTTP errors (429, 5xx, connection errors, timeouts) are retri
 OpenAI client itself (max_retries).
 
 ChatOpenAI builds each request (messages, the tool, the max_tokens field) and owns the openai client that
-sends it; its Runnable layer (callback managers, a thread-pool hop per reply to build an AIMessage) is not
-used: it cost more per call than the rest of the client (README, "Performance"). Every request waits for a
-slot of its endpoint's in-flight limit (aidsafe.limits).
+sends it, one per endpoint and process. Not used, as they cost more per call than all the rest of the client
+(README, "Performance"): ChatOpenAI's Runnable layer (callback managers, a thread-pool hop per reply to build
+an AIMessage), openai's transformation of the request body (the identity on plain JSON) and its typed reply
+objects (aidsafe.replies reads the reply's JSON). Every request waits for a slot of its endpoint's in-flight
+limit (aidsafe.limits).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 from langchain_openai import ChatOpenAI
-from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ValidationError
 
 from aidsafe.config import Endpoint, Settings
 from aidsafe.errors import StructuredOutputError
 from aidsafe.llm_io import Connections
 from aidsafe.prompts import PromptSet
+from aidsafe.replies import Reply
 from aidsafe.usage import NO_USAGE, Usage, total
 
 T = TypeVar("T", bound=BaseModel)
@@ -35,6 +38,9 @@ Check = Callable[[T], None]
 Messages = list[tuple[str, str]]
 # One request's outcome: the validated reply (or None), the reason it is invalid, the usage.
 Attempt = tuple[T | None, str, Usage]
+# request fields of a ChatOpenAI payload that are options of the openai client's request, not body fields
+_OPTIONS = {"extra_headers": "headers", "extra_query": "params", "timeout": "timeout"}
+_REQUESTS = itertools.count()
 
 
 class StructuredCaller(Protocol):
@@ -52,43 +58,31 @@ class StructuredCaller(Protocol):
         ...
 
 
-def _usage_of(reply: ChatCompletion) -> Usage:
-    used = reply.usage
-    return Usage(
-        calls=1,
-        input_tokens=used.prompt_tokens if used else 0,
-        output_tokens=used.completion_tokens if used else 0,
-    )
-
-
 def _validation_reason(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors())[:500]
 
 
-def _arguments(schema: type[BaseModel], reply: ChatCompletion) -> tuple[Any, str]:
+def _arguments(schema: type[BaseModel], reply: Reply) -> tuple[Any, str]:
     """The JSON arguments of the reply's call of the schema's tool, or why there are none."""
-    message = reply.choices[0].message if reply.choices else None
-    calls = [c for c in (message.tool_calls or []) if c.type == "function"] if message else []
-    calls = [c for c in calls if c.function.name == schema.__name__]
-    if not calls:
+    arguments = reply.tool_arguments(schema.__name__)
+    if arguments is None:
         return None, "the reply did not call the tool"
     try:
         # strict=False: raw newlines and tabs inside strings (small models write them) are kept, as
         # LangChain's own tool-call parser does
-        return json.loads(calls[0].function.arguments or "{}", strict=False), ""
+        return json.loads(arguments or "{}", strict=False), ""
     except json.JSONDecodeError as exc:
         return None, f"invalid tool call: {exc}"[:300]
 
 
-def _cut_off(reply: ChatCompletion, max_tokens: int) -> str:
+def _cut_off(reply: Reply, max_tokens: int) -> str:
     """Why an invalid reply is invalid when it hit max_tokens (the likelier cause), else ''."""
-    used = reply.usage.completion_tokens if reply.usage else 0
     # some servers (llama.cpp) report finish_reason "tool_calls" for a cut-off tool call
-    length = bool(reply.choices) and reply.choices[0].finish_reason == "length"
-    return f"the reply was cut off at max_tokens ({max_tokens})" if length or used >= max_tokens else ""
+    length = reply.finish_reason == "length" or reply.output_tokens >= max_tokens
+    return f"the reply was cut off at max_tokens ({max_tokens})" if length else ""
 
 
-def _parse(schema: type[T], reply: ChatCompletion, max_tokens: int) -> tuple[T | None, str]:
+def _parse(schema: type[T], reply: Reply, max_tokens: int) -> tuple[T | None, str]:
     """The reply's tool-call arguments validated against the schema, or the reason they are not valid."""
     arguments, problem = _arguments(schema, reply)
     if not problem:
@@ -123,12 +117,21 @@ class ChatRole:
             self._tools[schema] = dict(bound.kwargs)
         return self._tools[schema]
 
-    async def _complete(self, messages: Messages, **fields: Any) -> ChatCompletion:
+    async def _complete(self, messages: Messages, **fields: Any) -> Reply:
         """One chat completion: ChatOpenAI builds the request, its openai client sends it (each HTTP
         attempt waits for a slot of the endpoint's limit: aidsafe.llm_io)."""
         payload = self._llm._get_request_payload(messages, **fields)
-        reply: ChatCompletion = await self._llm.async_client.create(**payload)
-        return reply
+        options: Any = {name: payload.pop(key) for key, name in _OPTIONS.items() if key in payload}
+        options["idempotency_key"] = f"aidsafe-{next(_REQUESTS)}"  # kept over retries; else a uuid4 per call
+        extra = payload.pop("extra_body", None) or {}
+        body = payload | extra
+        # post, not create: create walks the whole body through openai's TypedDict transform, which is
+        # the identity on a body of plain JSON like this one and cost 15% of the client's time per call;
+        # cast_to=object: the reply's JSON as it came (aidsafe.replies)
+        data = await self._llm.root_async_client.post(
+            "/chat/completions", cast_to=object, body=body, options=options
+        )
+        return Reply(data)
 
     async def _attempt(self, schema: type[T], conversation: Messages, check: Check[T] | None) -> Attempt[T]:
         """One request: the validated reply, or None and the reason it is invalid."""
@@ -139,12 +142,11 @@ class ChatRole:
                 check(parsed)
             except ValueError as exc:
                 parsed, reason = None, str(exc)
-        return parsed, reason, _usage_of(reply)
+        return parsed, reason, reply.usage()
 
     async def text(self, messages: Messages) -> tuple[str, Usage]:
         reply = await self._complete(messages)
-        content = reply.choices[0].message.content if reply.choices else None
-        return content or "", _usage_of(reply)
+        return reply.content, reply.usage()
 
     async def call(
         self, schema: type[T], messages: Messages, check: Check[T] | None = None
@@ -205,7 +207,7 @@ def _caller(role: str, endpoint: Endpoint, connections: Connections, prompts: Pr
 
 def chat_role(role: str, endpoint: Endpoint, connections: Connections, prompts: PromptSet) -> ChatRole:
     """A client of the endpoint on the event loop's HTTP client, within its base URL's in-flight limit."""
-    llm = build_chat_model(endpoint, connections.http)
+    llm = connections.reuse(("chat", endpoint), lambda: build_chat_model(endpoint, connections.http))
     assert endpoint.base_url is not None  # build_chat_model checked it
     connections.limit(endpoint.base_url, endpoint.max_in_flight)
     return ChatRole(role, llm, endpoint, prompts)

@@ -181,6 +181,16 @@ def earlier_ids(paths: list[Path]) -> dict[Path, frozenset[str]]:
     return result
 
 
+def _umask() -> int:
+    """The process's umask (read once: setting it to read it, as here, races other threads' files)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+_UMASK = _umask()
+
+
 def write_atomic(table: pa.Table, destination: Path, meta: dict[str, str] | None = None) -> None:
     """Write a Parquet file via a temp file and rename, so readers never see a half-written file."""
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -192,9 +202,7 @@ def write_atomic(table: pa.Table, destination: Path, meta: dict[str, str] | None
         stale.unlink(missing_ok=True)  # per destination, so no other write is in progress
     fd, tmp = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
     try:
         pq.write_table(table, tmp, compression="zstd")
         with open(tmp, "rb") as handle:

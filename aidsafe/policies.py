@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import tomllib
+from functools import cached_property
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -43,7 +44,7 @@ class PolicySet(BaseModel):
     directory: str
     policies: tuple[Policy, ...]
 
-    @property
+    @cached_property  # asked for every row
     def hash(self) -> str:
         canonical = json.dumps([p.model_dump() for p in self.policies], sort_keys=True, ensure_ascii=False)
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from aidsafe.charts import write_charts
@@ -16,12 +20,21 @@ from aidsafe.pipeline import output_files
 from aidsafe.report import ReportData, keep_mask, render_markdown
 from aidsafe.summary import live_partitions, partition_files
 
+T = TypeVar("T")
+IO_THREADS = 8
+
+
+def _each(work: Callable[[Path], T], files: list[Path]) -> list[T]:
+    """work(file) for every file, in order, a few at a time (reading and fsync wait mostly on the disk)."""
+    with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:
+        return list(pool.map(work, files))
+
 
 def read_files(files: list[Path]) -> pd.DataFrame | None:
     """Some partitions as one frame, or None when there are none."""
     if not files:
         return None
-    return pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
+    return pa.concat_tables(_each(pq.read_table, files), promote_options="default").to_pandas()
 
 
 def load_results(output_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFrame]:
@@ -36,7 +49,11 @@ def read_failures(output_dir: Path) -> pd.DataFrame:
     """Every stage's failures of live partitions, with the flow that recorded them (failures/<flow>/...)."""
     found = [d for d in sorted((output_dir / "failures").glob("*")) if d.is_dir()]
     files = [f for d in found for f in partition_files(d, live_partitions(output_dir, d.name))]
-    frames = [pq.read_table(f).to_pandas().assign(flow=f.parent.name) for f in files]
+    files = [f for f in files if pq.read_metadata(f).num_rows]  # most are empty: read only the others
+    frames = [
+        table.to_pandas().assign(flow=f.parent.name)
+        for f, table in zip(files, _each(pq.read_table, files), strict=True)
+    ]
     empty = FAILURES.empty_table().to_pandas().assign(flow=pd.Series(dtype=str))
     return pd.concat([empty, *frames], ignore_index=True) if frames else empty
 
@@ -49,14 +66,16 @@ def stored_thresholds(output_dir: Path) -> dict[str, int] | None:
 
 def write_kept(output_dir: Path, thresholds: dict[str, int]) -> int:
     """kept/<partition>.parquet: the graded rows that meet every threshold (all rows with none)."""
-    kept = 0
     graded = output_files("grade", output_dir)
-    for path in graded:
+
+    def keep(path: Path) -> int:
         table = pq.read_table(path)
         mask = keep_mask(table.select([f"score_{m}" for m in thresholds]).to_pandas(), thresholds)
         chosen = table.filter(mask.to_numpy())
         write_atomic(chosen, output_dir / "kept" / path.name)
-        kept += chosen.num_rows
+        return int(chosen.num_rows)
+
+    kept = sum(_each(keep, graded))
     for stale in set(partition_files(output_dir / "kept")) - {output_dir / "kept" / p.name for p in graded}:
         stale.unlink()  # kept rows of a partition that is no longer graded (removed from the input)
     return kept

@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 
 from aidsafe.config import Settings
 from aidsafe.errors import ConfigError
 
 EXTRA = "pip install 'aidsafe[distributed]' (scripts/setup.sh installs it)"
 PACKAGES = {"dask": "prefect-dask", "ray": "prefect-ray"}
+T = TypeVar("T")
 
 
 def check_distributable(settings: Settings) -> None:
@@ -79,3 +81,11 @@ def partition_runner(settings: Settings, needed: bool = True) -> TaskRunner[Any]
     if settings.task_runner == "ray" and needed:
         return _ray(settings)
     return ThreadPoolTaskRunner(max_workers=settings.workers)
+
+
+def task_argument(value: T, settings: Settings) -> T:
+    """A task's argument as the runner takes it. Threads: quoted, so that Prefect does not walk every field
+    of a job's settings, policies and prompts for futures, per task (it cost more than the task's own
+    bookkeeping). Dask takes a quote (a tuple) for a task spec of its own, so the others get the value."""
+    quoted: Any = quote(value) if settings.task_runner == "threads" else value
+    return cast(T, quoted)

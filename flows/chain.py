@@ -40,7 +40,7 @@ from aidsafe.policies import PolicySet, load_policies
 from aidsafe.preflight import check_context
 from aidsafe.prompts import PromptSet, load_prompts
 from aidsafe.stage import INPUT, RowStage
-from aidsafe.task_runners import partition_runner
+from aidsafe.task_runners import partition_runner, task_argument
 from flows.stages import finish_stage
 from flows.tasks import partition_task, retry_transient, run_job
 
@@ -129,10 +129,13 @@ class Scheduler:
         heapq.heappush(self.ready, Link(rank, stage, partition, **where))
 
     def submit(self, link: Link) -> PrefectFuture[Any]:
+        settings = self.chain.settings
+        prompts = task_argument(self.prompts, settings)
         if link.job is not None:
-            future = self.runner.submit(self.root_task, {"job": link.job, "prompts": self.prompts})
+            job = task_argument(link.job, settings)
+            future = self.runner.submit(self.root_task, {"job": job, "prompts": prompts})
         else:
-            chain, prompts = self.chain, self.prompts
+            chain = task_argument(self.chain, settings)
             parameters = {"stage": link.stage, "source": link.source, "chain": chain, "prompts": prompts}
             wait_for = [link.upstream] if link.upstream is not None else None  # done: only the UI's edge
             future = self.runner.submit(self.link_task, parameters, wait_for=wait_for)

@@ -29,7 +29,7 @@ from aidsafe.preflight import check_context
 from aidsafe.prompts import load_prompts
 from aidsafe.stage import INPUT, RowStage, Step, StepResult, WholeStep
 from aidsafe.summary import StageSummary, summarize
-from aidsafe.task_runners import partition_runner
+from aidsafe.task_runners import partition_runner, task_argument
 from flows.tasks import partition_task, step_task
 
 
@@ -84,7 +84,9 @@ def run_stage(
         )
         # an up-to-date partition gets no task: a rerun of a finished run costs the Prefect API nothing
         live_jobs = [j.model_copy(update={"settings": live}) for j in pending]
-        futures = runner.map(task, {"job": live_jobs, "prompts": unmapped(prompts)}) if pending else []
+        jobs_argument = [task_argument(j, settings) for j in live_jobs]
+        parameters = {"job": jobs_argument, "prompts": unmapped(task_argument(prompts, settings))}
+        futures = runner.map(task, parameters) if pending else []
         wait(futures)
         # read while the runner runs: a cluster's futures die with its client
         results = _results(stage, jobs, {job.name: f for job, f in zip(pending, futures, strict=True)})

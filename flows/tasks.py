@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from aidsafe.pipeline import row_stage, step
 from aidsafe.progress import publish
 from aidsafe.prompts import PromptSet
 from aidsafe.stage import StepResult, WholeStep
+
+ARTIFACT_SECONDS = 5.0  # how often a running partition's progress artifact is updated
 
 
 def retry_transient(task: object, task_run: object, state: Any) -> bool:
@@ -49,20 +52,40 @@ def run_job(job: PartitionJob, prompts: PromptSet) -> PartitionResult:
         logger.info("%s %s: unchanged since the last run, skipped", job.stage, job.name)
         return skipped_result(stage, job)
 
-    progress_id = create_progress_artifact(0.0, description=f"{job.stage} {job.name}: rows done (%)")
-
-    def progress(finished: int, total: int) -> None:
-        publish(job.stage, job.name, finished, total)
-        if finished == total or (finished and finished % max(1, total // 10) == 0):
-            logger.info("%s %s: %d/%d rows", job.stage, job.name, finished, total)
-            # called from the rows' event loop: force the synchronous client
-            percent = 100.0 * finished / total if total else 100.0
-            update_progress_artifact(progress_id, percent, _sync=True)  # type: ignore[call-arg,arg-type]
-
-    result = run_partition(stage, job, prompts, progress)
+    result = run_partition(stage, job, prompts, ProgressReport(job.stage, job.name, logger))
     logger.info("%s %s: %s, %d rows ok, %d failed", job.stage, job.name, result.status, result.rows_ok,
                 result.rows_failed)  # fmt: skip
     return result
+
+
+class ProgressReport:
+    """A running partition's rows done, told about once a second from its task's thread: to the terminal
+    bar (aidsafe.progress), as a log line per tenth of its rows, and as a Prefect progress artifact. The
+    artifact is made at the first report (a partition done within a second costs one API call for it),
+    then updated every ARTIFACT_SECONDS and when the partition is done."""
+
+    def __init__(self, stage: str, partition: str, logger: Any) -> None:
+        self._stage, self._partition, self._logger = stage, partition, logger
+        self._artifact: Any = None
+        self._reported, self._logged = -1, 0
+        self._updated = 0.0
+
+    def __call__(self, finished: int, total: int) -> None:
+        if finished == self._reported:
+            return
+        self._reported = finished
+        publish(self._stage, self._partition, finished, total)
+        if finished < total and finished - self._logged >= max(1, total // 10):
+            self._logged = finished
+            self._logger.info("%s %s: %d/%d rows", self._stage, self._partition, finished, total)
+        percent = 100.0 * finished / total if total else 100.0
+        if self._artifact is None:
+            description = f"{self._stage} {self._partition}: rows done (%)"
+            self._artifact = create_progress_artifact(percent, description=description)
+            self._updated = time.monotonic()
+        elif finished == total or time.monotonic() - self._updated >= ARTIFACT_SECONDS:
+            update_progress_artifact(self._artifact, percent)
+            self._updated = time.monotonic()
 
 
 @task(name="step", task_run_name="{name}", cache_policy=NO_CACHE)
