@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import os
 import threading
 from collections.abc import Callable, Coroutine, Hashable
@@ -26,6 +27,7 @@ from openai._vendor.httpx_aiohttp import AiohttpTransport  # what openai.Default
 from aidsafe.limits import EndpointLimit, retry_after_seconds
 
 R = TypeVar("R")
+GC_THRESHOLD = 50_000  # allocations between young collections (CPython's default: 700)
 MAX_CONNECTIONS = 4096  # the pool never binds before max_in_flight (at most 4096) does
 
 
@@ -90,6 +92,13 @@ class Connections:
         await self.http.aclose()
 
 
+def _long_lived_heap() -> None:
+    """Keep the garbage collector off what is loaded already (modules, clients, settings): thousands of rows
+    in flight allocate fast, and each full collection would walk every object of the process again."""
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
+
+
 class LlmLoop:
     """The process's LLM event loop thread, started on first use (again after a fork)."""
 
@@ -102,6 +111,7 @@ class LlmLoop:
     def _running_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
             if self._loop is None or self._pid != os.getpid():
+                _long_lived_heap()
                 self._pid, self._loop, self._connections = os.getpid(), asyncio.new_event_loop(), None
                 thread = threading.Thread(target=self._loop.run_forever, name="aidsafe-llm-loop", daemon=True)
                 thread.start()
