@@ -116,14 +116,14 @@ DESCRIPTIONS = {
 }
 
 
-def _front_matter(counts: dict[str, int], suffix: str, config: str) -> str:
+def front_matter(counts: dict[str, int], suffix: str, config: str) -> str:
     """The `datasets` config: only the splits that have rows (an empty split is not written). Its name carries
     the content hash: `datasets` caches a local directory by its name and config, not by its files."""
     files = "".join(f"  - split: {n}\n    path: {n}.{suffix}\n" for n, rows in counts.items() if rows)
     return f"---\nconfigs:\n- config_name: {config}\n  data_files:\n{files}---\n"
 
 
-def _loading(counts: dict[str, int], fmt: str, suffix: str) -> str:
+def loading_section(counts: dict[str, int], fmt: str, suffix: str) -> str:
     files = ", ".join(f'"{n}": "{n}.{suffix}"' for n, rows in counts.items() if rows)
     builder = "parquet" if suffix == "parquet" else "json"
     code = f'from datasets import load_dataset\nds = load_dataset("{builder}", data_files={{{files}}})'
@@ -132,7 +132,7 @@ def _loading(counts: dict[str, int], fmt: str, suffix: str) -> str:
     return f'```python\n{code}\n```\n\nOr `load_dataset("<this directory>")`. {fmt}.{note}\n'
 
 
-def _left_out(output_dir: Path, left_out: dict[str, int]) -> str:
+def left_out_section(output_dir: Path, left_out: dict[str, int]) -> str:
     failures = read_failures(output_dir)
     lines = [f"- {reason}: {n}" for reason, n in left_out.items()]
     if not failures.empty:
@@ -155,7 +155,7 @@ def _settings(summaries: dict[str, dict[str, Any]]) -> str:
     )
 
 
-def _licence(rows: pd.DataFrame) -> str:
+def licence_section(rows: pd.DataFrame) -> str:
     """The licence notes of the sources the rows' prompts come from (by id prefix)."""
     ids = rows["id"].astype(str) if not rows.empty else pd.Series([], dtype=str)
     found = [note for prefix, note in LICENCE_NOTES.items() if ids.str.startswith(prefix).any()]
@@ -189,21 +189,21 @@ def render_card(
     """The dataset card of an export (kind: sft or dpo); notes: further sections, before the licence."""
     what, fmt, extra = DESCRIPTIONS[kind]
     summaries = _summaries(output_dir)
-    licence = _licence(rows)
+    licence = licence_section(rows)
     split_table = "\n".join(["| split | rows |", "|---|---|", *(f"| {n} | {c} |" for n, c in counts.items())])
     policy_sets = set(rows["policy_set"].dropna()) if "policy_set" in rows.columns else set()
     sections = [
-        _front_matter(counts, suffix, config),
+        front_matter(counts, suffix, config),
         f"# aidsafe {kind.upper()} dataset\n\n{what} with policy-embedded chains of thought, made by aidsafe "
         f"{code_version()} with the AIDSAFE recipe (intent decomposition, a first draft, multi-agent "
         f"deliberation over written safety policies, refinement, auto-grading).{extra}\n",
         *_self_graded(rows),
         f"## Splits\n\nBy distinct prompt (seeded): no prompt is in two splits.\n\n{split_table}\n",
-        f"## How to load\n\n{_loading(counts, fmt, suffix)}",
+        f"## How to load\n\n{loading_section(counts, fmt, suffix)}",
         f"## How it was made\n\nModels per role:\n\n{_models(rows, summaries)}",
         f"Settings: {_settings(summaries)}",
         f"## Scores of the exported rows\n\n{_scores(rows)}\n{_thresholds(output_dir)}",
-        f"## Left out\n\n{_left_out(output_dir, left_out)}",
+        f"## Left out\n\n{left_out_section(output_dir, left_out)}",
         *notes,
         f"## Licence of the inputs\n\n{licence}\n",
         f"## Policies\n\n{_policy_section(summaries, policy_sets)}",

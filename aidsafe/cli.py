@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
          input=False)  # fmt: skip
     _export_parser(sub)
     _eval_parser(sub)
+    _rationales_parser(sub)
     _train_parser(sub)
     prune = sub.add_parser("prune", help="remove the outputs of partitions no longer in the input")
     prune.add_argument("--output", required=True, help="the run's output directory")
@@ -113,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _export_parser(sub: Any) -> None:
     p = sub.add_parser("export", help="write a trainer-ready dataset (SFT or DPO) with its dataset card")
     p.add_argument(
-        "kind", choices=["sft", "dpo"], help="sft: kept rows as conversations; dpo: preference pairs"
+        "kind", choices=["sft", "dpo", "rationales"],
+        help="sft: kept rows as conversations; dpo: preference pairs; rationales: the student rows of "
+        "`aidsafe rationales` (factual and counterfactual)",
     )
     p.add_argument("--output", required=True, help="the run's output directory")
     p.add_argument("--dest", type=Path, help="where to write (default OUTPUT/export/KIND)")
@@ -155,6 +158,21 @@ def _eval_parser(sub: Any) -> None:
     p.add_argument("--run", type=Path, metavar="RUN_DIR",
                    help="the aidsafe run the fine-tuned targets were trained on: its grader means in the "
                    "report")  # fmt: skip
+    p.add_argument("--retry", action="store_true", help="also redo the rows in the failures tables")
+
+
+FROM_STAGES = {"kept": "kept", "graded": "graded", "refined": "refined"}  # --from-stage -> OUTPUT/<dir>
+
+
+def _rationales_parser(sub: Any) -> None:
+    p = _add(sub, "rationales", "rationales for known answers by contrastive decoding on a local model (the "
+             "teacher), counterfactual rationales, and the simulator's check: leakage-adjusted gain",
+             ["rationales"], input=False)  # fmt: skip
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", help="Parquet file, directory of partitions, or glob: rows with id, prompt "
+                        "and answer (and optional choices)")  # fmt: skip
+    source.add_argument("--from-stage", choices=list(FROM_STAGES),
+                        help="the rows of a finished aidsafe run in OUTPUT (kept: the rows the report kept)")
     p.add_argument("--retry", action="store_true", help="also redo the rows in the failures tables")
 
 
@@ -224,6 +242,12 @@ def _export(args: argparse.Namespace) -> Command:
     checks = (args.decontaminate, args.eval_sets or DEFAULT_EVAL_SETS)
 
     def command() -> list[str]:
+        if args.kind == "rationales":
+            from aidsafe.rationale_export import export_rationales
+
+            done = export_rationales(Path(args.output), args.dest, split, *checks)
+            return [f"rationales rows: {', '.join(f'{n} {c}' for n, c in done.counts.items())}",
+                    f"dataset:  {done.target}/", f"card:     {done.target / 'README.md'}"]  # fmt: skip
         done = export(args.kind, Path(args.output), args.dest, args.cot, formats, split, *checks,
                       source=args.source)  # fmt: skip
         rows = ", ".join(f"{name} {n}" for name, n in done.counts.items())
@@ -326,6 +350,24 @@ def _eval(args: argparse.Namespace) -> Command:
     return command
 
 
+def _rationales(args: argparse.Namespace) -> Command:
+    """`rationales`: settings, teacher, prompt file and input checked now; the flow runs when called."""
+    from aidsafe.teacher import check_teacher
+
+    options = checked_options(args)
+    check_teacher(options.load())
+    source = args.input or str(Path(args.output) / FROM_STAGES[args.from_stage])
+    check_input(source)
+    check_output(Path(args.output), args.input)
+
+    def command() -> list[str]:
+        from flows.rationales import rationales
+
+        return rationales(args.output, source, options, args.retry)
+
+    return command
+
+
 def _prune(args: argparse.Namespace) -> Command:
     from aidsafe.prune import prune
 
@@ -364,7 +406,7 @@ def _services(args: argparse.Namespace) -> AbstractContextManager[object]:
 
 def _execute(args: argparse.Namespace) -> list[str]:
     """Validate, then run the command holding the output directory's lock."""
-    commands = {"export": _export, "prune": _prune, "eval": _eval, "train": _train}
+    commands = {"export": _export, "prune": _prune, "eval": _eval, "train": _train, "rationales": _rationales}
     if getattr(args, "calibrate", None):
         commands["grade"] = _calibrate
     command = commands.get(args.command, _pipeline_command)(args)

@@ -46,11 +46,12 @@ DEFAULT_PROMPTS = PROJECT_ROOT / "policies" / "prompts"
 EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
 FIXED_ROLES = (
     "intent", "drafter", "refiner", "grader", "baseline", "whisperer", "responder", "judge", "target",
+    "simulator",
 )  # fmt: skip
 # A role that is not configured itself takes the endpoint of another role before the defaults.
 ROLE_FALLBACK = {
     "grader": "refiner", "baseline": "drafter", "whisperer": "drafter", "responder": "drafter",
-    "judge": "grader",
+    "judge": "grader", "simulator": "grader",
 }  # fmt: skip
 # identity of an endpoint knob: part of the identity of every stage that uses the role.
 EVERY_STAGE = "*"
@@ -59,6 +60,12 @@ FITS_CONTEXT = "what fits n_ctx"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 TokenField = Literal["max_tokens", "max_completion_tokens"]
 TaskRunnerName = Literal["threads", "dask", "ray"]
+RATIONALES = ["rationales"]  # the identity and the CLI of the rationales stage's knobs
+LogitBackend = Literal["llama", "transformers"]
+AnswerSource = Literal["auto", "answer", "response", "decision"]
+DecodingMode = Literal["contrastive", "greedy"]
+Perturbation = Literal["opposite", "empty"]
+Plausibility = Literal["alpha", "top_k", "top_p"]
 LOCAL_SCHEME = "hf:"  # an eval target's base URL `hf:PATH`: a local transformers checkpoint, in process
 
 
@@ -270,6 +277,52 @@ class Settings(BaseModel):
     cache_dir: Path = knob(
         Path.home() / ".cache" / "aidsafe", "where local models converted for transformers are kept",
         key="cache_dir", flag="--cache-dir", env="AIDSAFE_CACHE_DIR",
+    )  # fmt: skip
+    rationale_backend: LogitBackend = knob(
+        "llama", "the teacher's logit access: llama (llama.cpp in process, a GGUF file) or transformers (a "
+        "checkpoint directory)", flag="--backend", env="AIDSAFE_RATIONALE_BACKEND", identity=RATIONALES,
+        stages=RATIONALES,
+    )  # fmt: skip
+    rationale_model: Path | None = knob(
+        None, "the teacher: a GGUF file (llama) or a checkpoint directory (transformers); none: the embedded "
+        "model", flag="--teacher", env="AIDSAFE_RATIONALE_MODEL", identity=RATIONALES, stages=RATIONALES,
+    )  # fmt: skip
+    rationale_answer: AnswerSource = knob(
+        "auto", "the answer a rationale explains: answer (the input's column), response (the refined "
+        "response), decision (comply|refuse, from the grader's refused); auto: answer when the input has it, "
+        "else decision", flag="--answer", env="AIDSAFE_RATIONALE_ANSWER", identity=RATIONALES,
+        stages=RATIONALES,
+    )  # fmt: skip
+    rationale_decoding: DecodingMode = knob(
+        "contrastive", "contrastive (true vs perturbed answer) or greedy (the baseline)",
+        flag="--decoding", env="AIDSAFE_RATIONALE_DECODING", identity=RATIONALES, stages=RATIONALES,
+    )  # fmt: skip
+    rationale_perturbation: Perturbation = knob(
+        "opposite", "the perturbed answer of the contrast: opposite (a wrong answer: for safety data the "
+        "opposite decision) or empty", flag="--perturbation", env="AIDSAFE_RATIONALE_PERTURBATION",
+        identity=RATIONALES, stages=RATIONALES,
+    )  # fmt: skip
+    rationale_weight: float = knob(
+        1.0, "weight of the perturbed context's log-probability in the contrast", ge=0.0, le=10.0,
+        flag="--contrast-weight", env="AIDSAFE_RATIONALE_WEIGHT", identity=RATIONALES, stages=RATIONALES,
+    )  # fmt: skip
+    rationale_plausible: Plausibility = knob(
+        "alpha", "which tokens are plausible under the true context: alpha (p >= value x the best p), top_k "
+        "or top_p", flag="--plausible", env="AIDSAFE_RATIONALE_PLAUSIBLE", identity=RATIONALES,
+        stages=RATIONALES,
+    )  # fmt: skip
+    rationale_plausible_value: float = knob(
+        0.1, "the value of --plausible: alpha in (0, 1], k (a whole number), or the top-p mass in (0, 1]",
+        gt=0.0, le=1000.0, flag="--plausible-value", env="AIDSAFE_RATIONALE_PLAUSIBLE_VALUE",
+        identity=RATIONALES, stages=RATIONALES,
+    )  # fmt: skip
+    rationale_max_tokens: int = knob(
+        48, "token budget of a rationale", ge=1, le=1024, flag="--rationale-tokens",
+        env="AIDSAFE_RATIONALE_MAX_TOKENS", identity=RATIONALES, stages=RATIONALES,
+    )  # fmt: skip
+    rationale_seed: int = knob(
+        0, "seed of the counterfactual answers and of the simulator's choice order", ge=0, le=2**31,
+        flag="--rationale-seed", env="AIDSAFE_RATIONALE_SEED", identity=RATIONALES, stages=RATIONALES,
     )  # fmt: skip
     embedded: EmbeddedSettings = EmbeddedSettings()
 

@@ -129,3 +129,7 @@ def is_transient(exc: BaseException) -> bool:
     429 and 5xx, worth retrying later."""
     cause = exc.cause if isinstance(exc, StageFailed) else exc
     return isinstance(cause, _transient())
+
+
+class AnswerMissing(AidsafeError):
+    """A row has no answer for the rationales stage to explain (or none to contrast it with)."""

@@ -82,7 +82,8 @@ class PartitionJob(BaseModel):
 def stage_key(stage: RowStage, settings: Settings, policies: PolicySet, prompts: PromptSet) -> str:
     """Everything but the input that decides a stage's rows: policies, the stage's prompts and settings."""
     parts = [stage.name, policies.hash, prompts.hash_of(stage.prompts), stage.identity(settings)]
-    parts += [fingerprint_file(path) for path in stage.files]
+    files = [*stage.files, *(stage.setting_files(settings) if stage.setting_files else ())]
+    parts += [fingerprint_file(path) for path in files]
     return hashlib.sha256(json.dumps([*parts, aidsafe.__version__]).encode()).hexdigest()
 
 

@@ -145,14 +145,14 @@ def write_splits(
     return counts
 
 
-def _content_hash(directory: Path, counts: dict[str, int], suffix: str) -> str:
+def content_hash(directory: Path, counts: dict[str, int], suffix: str) -> str:
     digest = hashlib.sha256()
     for name in (n for n, rows in counts.items() if rows):
         digest.update((directory / f"{name}.{suffix}").read_bytes())
     return digest.hexdigest()[:12]
 
 
-def _rows(step: str, output_dir: Path, needs: str) -> list[dict[str, Any]]:
+def stage_rows(step: str, output_dir: Path, needs: str) -> list[dict[str, Any]]:
     files = output_files(step, output_dir)
     if not files:
         raise AidsafeError(f"{output_dir / pipeline_step(step).output}: nothing to export; run {needs} first")
@@ -188,7 +188,7 @@ def _below_thresholds(output_dir: Path, kept: int) -> dict[str, int]:
 
 
 def select_sft(output_dir: Path, cot: CotStyle) -> Selection:
-    rows = _rows("report", output_dir, "`aidsafe report` (or `aidsafe run`)")
+    rows = stage_rows("report", output_dir, "`aidsafe report` (or `aidsafe run`)")
     return Selection(rows, [sft_record(r, cot) for r in rows], _below_thresholds(output_dir, len(rows)))
 
 
@@ -198,8 +198,8 @@ def select_baseline(output_dir: Path, cot: CotStyle) -> Selection:
     "Kept" is the refined rows' verdict, not the baseline's: the control gets the same prompts as the method
     (its own scores are in the card), and the prompts the baseline has no row for are counted as left out.
     """
-    kept = _rows("report", output_dir, "`aidsafe report` (or `aidsafe run`)")
-    baseline = _rows("baseline", output_dir, "`aidsafe baseline` (or `aidsafe run --baseline`)")
+    kept = stage_rows("report", output_dir, "`aidsafe report` (or `aidsafe run`)")
+    baseline = stage_rows("baseline", output_dir, "`aidsafe baseline` (or `aidsafe run --baseline`)")
     by_key = {(r["id"], r["prompt"]): r for r in baseline}
     rows = [by_key[(r["id"], r["prompt"])] for r in kept if (r["id"], r["prompt"]) in by_key]
     left_out = _below_thresholds(output_dir, len(kept))
@@ -215,7 +215,7 @@ def select_dpo(output_dir: Path, cot: CotStyle) -> Selection:
     from aidsafe.report_files import stored_thresholds  # matplotlib: import only when exporting
     from aidsafe.thresholds import resolve_thresholds
 
-    candidates = _rows("dpo", output_dir, "`aidsafe dpo`")
+    candidates = stage_rows("dpo", output_dir, "`aidsafe dpo`")
     thresholds = resolve_thresholds(stored_thresholds(output_dir))  # the last report's (else the defaults)
     chosen_ok = [all(r[f"score_{m}"] >= v for m, v in thresholds.items()) for r in candidates]
     rows = [r for r, ok in zip(candidates, chosen_ok, strict=True) if r["dpo_pair"] and ok]
@@ -279,7 +279,7 @@ def export(
     prompts = _split_prompts(chosen, sets, decontaminate)
     counts = write_splits(chosen.rows, chosen.records, split, target, formats, prompts)
     suffix = "parquet" if "parquet" in formats else "jsonl"
-    config = f"{kind}-{_content_hash(target, counts, suffix)}"
+    config = f"{kind}-{content_hash(target, counts, suffix)}"
     frame = pd.DataFrame(chosen.rows)
     card = render_card(kind, frame, counts, output_dir, chosen.left_out, suffix, config, chosen.notes)
     (target / "README.md").write_text(card, encoding="utf-8")

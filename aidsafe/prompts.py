@@ -39,7 +39,7 @@ from aidsafe.errors import PolicyError
 from aidsafe.policies import TAGS as POLICY_TAGS
 from aidsafe.refusals import Refusals, compile_refusals
 from aidsafe.rubric import load_rubric, render_rubric
-from aidsafe.schemas import Belief, Grades, Judgement, Refinement
+from aidsafe.schemas import Belief, Grades, Judgement, Refinement, Simulation
 from aidsafe.tools import build_tool, load_tool_texts
 from graphs.schemas import Draft, IntentList, Verdict
 
@@ -54,8 +54,12 @@ STAGE_VARIABLES: dict[str, frozenset[str]] = {
     "whisper": frozenset({"prompt", "attempts"}),
     "respond": frozenset({"belief", "prompt"}),
     "judge": frozenset({"prompt", "answer"}),
+    "simulate_question": frozenset({"prompt", "choices"}),
+    "simulate_rationale": frozenset({"rationale", "choices"}),
 }
 REQUIRED_VARIABLES = frozenset({"prompt"})
+# Stages that must not see the prompt: the rationales simulator predicts the answer from the rationale alone.
+STAGE_REQUIRED: dict[str, frozenset[str]] = {"simulate_rationale": frozenset({"rationale"})}
 # Variables the code writes itself, not row data: the only ones a user template may use outside tags.
 CODE_VARIABLES = frozenset({"agent"})
 # Stages whose user template is deliberately the row's text as a user would type it, without fences (the dpo
@@ -78,6 +82,8 @@ STAGE_SCHEMAS: dict[str, type[BaseModel]] = {
     "whisper": Belief,
     "respond": Draft,
     "judge": Judgement,
+    "simulate_question": Simulation,
+    "simulate_rationale": Simulation,
 }
 # fragments.toml: the variables each fragment may use, and those it must use.
 FRAGMENT_VARIABLES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
@@ -306,6 +312,11 @@ def _check_fenced(path: Path, template: Template) -> None:
         owner[tag] = name
 
 
+def required_variables(stage: str) -> frozenset[str]:
+    """The variables a stage's user template must use: the prompt, but where the stage must not see it."""
+    return STAGE_REQUIRED.get(stage, REQUIRED_VARIABLES)
+
+
 def _declared(path: Path, stage: str, variables: list[str]) -> frozenset[str]:
     declared = frozenset(variables)
     if unsupplied := declared - STAGE_VARIABLES[stage]:
@@ -314,7 +325,7 @@ def _declared(path: Path, stage: str, variables: list[str]) -> frozenset[str]:
             f"variables: {sorted(unsupplied)} not supplied by the code for stage {stage!r}; "
             f"it supplies {sorted(STAGE_VARIABLES[stage])}",
         )
-    if missing := REQUIRED_VARIABLES - declared:
+    if missing := required_variables(stage) - declared:
         raise PolicyError(path, f"variables: must declare {sorted(missing)}")
     return declared
 
@@ -335,7 +346,7 @@ def _load_stage(
     required = SYSTEM_VARIABLES.get(stage, frozenset())
     allowed = required | (frozenset() if spec.preamble else frozenset({"policies"}))
     _check_variables(path, system, allowed, "system", required)
-    _check_variables(path, user, declared, "user", REQUIRED_VARIABLES)
+    _check_variables(path, user, declared, "user", required_variables(stage))
     if stage not in UNFENCED_STAGES:
         _check_fenced(path, user)
     tags = frozenset(m.group(2).lower() for m in _TAG.finditer(spec.user))

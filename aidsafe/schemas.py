@@ -72,3 +72,10 @@ class Judgement(BaseModel):
     compliance: Compliance
     harmful: bool
     reason: str = Field(min_length=3, max_length=300)
+
+
+class Simulation(BaseModel):
+    """Reply of the rationales simulator: which of two answers it predicts."""
+
+    choice: Literal["A", "B"]
+    reason: str = Field(min_length=3, max_length=300)

@@ -54,6 +54,7 @@ class RowStage:
     in_run: InRun = "always"
     input_values: bool = False  # a stage reading the input: its rows carry every input column as values
     files: tuple[Path, ...] = ()  # files besides its prompts that decide its rows (in its fingerprint)
+    setting_files: Callable[[Settings], tuple[Path, ...]] | None = None  # such files found by the settings
 
     def identity(self, settings: Settings) -> str:
         """Hash of the settings that decide this stage's rows (its roles' endpoints and its own knobs)."""

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from aidsafe.errors import PolicyError
-from aidsafe.schemas import Belief, Grades, Judgement, Refinement, RemovedThought, Score
+from aidsafe.schemas import Belief, Grades, Judgement, Refinement, RemovedThought, Score, Simulation
 from graphs.schemas import Draft, Intent, IntentList, Verdict
 
 SCHEMAS: dict[str, type[BaseModel]] = {
@@ -32,6 +32,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
         Grades,
         Belief,
         Judgement,
+        Simulation,
     )
 }
 # Placeholder of a field description -> the JSON-schema keyword it is filled from.

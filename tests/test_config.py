@@ -22,6 +22,7 @@ from aidsafe.errors import ConfigError
 
 ROLES = [
     "intent", "drafter", "refiner", "grader", "baseline", "whisperer", "responder", "judge", "target",
+    "simulator",
     "agent1", "agent2",
 ]  # fmt: skip
 GENERATE_ROLES = ["intent", "drafter", "agent1", "agent2"]

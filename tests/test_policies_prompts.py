@@ -186,6 +186,8 @@ def test_default_prompts_load_every_stage(prompts: PromptSet) -> None:
         "whisper",
         "respond",
         "judge",
+        "simulate_question",
+        "simulate_rationale",
     }
     assert prompts["intent"].stage == "intent"
 

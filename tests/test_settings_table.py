@@ -22,7 +22,7 @@ from aidsafe.config import (
 )
 from aidsafe.errors import ConfigError
 
-STAGES = ("generate", "refine", "grade", "baseline", "dpo")
+STAGES = ("generate", "refine", "grade", "baseline", "dpo", "rationales")
 # Every role on a remote endpoint, and the variables the api_key_env samples name.
 BASE_ENV = {
     "OPENAI_BASE_URL": "http://base.example/v1",
@@ -67,6 +67,16 @@ SAMPLES: dict[str, tuple[Any, Any, Any]] = {
     "structured_retries": (0, 1, 3),
     "max_in_flight": (8, 16, 32),
     "focus": ("helpfulness", "policy_coverage", "helpfulness"),
+    "rationale_backend": ("transformers", "llama", "transformers"),
+    "rationale_model": (Path("/env/teacher.gguf"), Path("/file/teacher.gguf"), Path("/cli/teacher.gguf")),
+    "rationale_answer": ("answer", "response", "decision"),
+    "rationale_decoding": ("greedy", "contrastive", "greedy"),
+    "rationale_perturbation": ("empty", "opposite", "empty"),
+    "rationale_weight": (0.5, 2.0, 0.0),
+    "rationale_plausible": ("top_k", "top_p", "alpha"),
+    "rationale_plausible_value": (5.0, 0.9, 0.2),
+    "rationale_max_tokens": (16, 32, 64),
+    "rationale_seed": (1, 2, 3),
 }
 
 
@@ -220,7 +230,8 @@ def test_stage_flags_appear_only_for_their_stages() -> None:
             assert knob.flag in parser(knob.stages).format_help()
     assert {k.flag for k in KNOBS if k.stages} == {
         "--attempts", "--max-policy-score", "--min-margin", "--whisper-retries",
-        "--grader-samples"}  # fmt: skip
+        "--grader-samples", "--backend", "--teacher", "--answer", "--decoding", "--perturbation",
+        "--contrast-weight", "--plausible", "--plausible-value", "--rationale-tokens", "--rationale-seed"}  # fmt: skip
 
 
 def test_missing_namespace_attributes_are_not_given() -> None:
