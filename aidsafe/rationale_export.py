@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from aidsafe.card import code_version, front_matter, left_out_section, licence_section, loading_section
-from aidsafe.export import Exported, content_hash, _rows, write_splits
+from aidsafe.export import Exported, content_hash, stage_rows, write_splits
 from aidsafe.decontaminate import DEFAULT_EVAL_SETS, card_section, find_overlap, load_eval_sets
 from aidsafe.errors import AidsafeError
 

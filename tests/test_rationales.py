@@ -118,11 +118,11 @@ def test_a_refused_row_gets_a_rationale_for_refusing_and_a_counterfactual_one_fo
     assert columns["rationale"] == "It is harmful." and columns["rationale_stop"] == "stop"
     assert columns["counterfactual_answer"] == "comply"
     assert columns["counterfactual_rationale"] == "It is harmless."
-    assert columns["rationale_tokens"] == len(" It is harmful.") and columns["rationale_gap"] > 0
+    assert columns["rationale_tokens"] == len(" It is harmful.\n\n") and columns["rationale_gap"] > 0
     assert char_teacher.opened == [2, 2]  # true and perturbed context, side by side, per rationale
     assert columns["simulated_with_rationale"] and columns["simulated_counterfactual"]
-    assert columns["simulated_question_only"] is False  # the scripted simulator says comply from the question
-    assert columns["model_teacher"] == "char-teacher" and columns["usage_simulator"].calls == 3
+    assert columns["simulated_question_only"] is True  # the scripted simulator refuses a break-in question
+    assert columns["model_teacher"] == "char-teacher" and columns["usage_simulator"]["calls"] == 3
 
 
 def test_the_simulator_sees_the_rationale_without_the_question_and_the_question_without_a_rationale(
@@ -240,9 +240,10 @@ def test_the_flow_writes_rationales_failures_and_report_and_the_export_loads_in_
 
     server = fake_openai(simulator_server)
     source = tmp_path / "in" / "part-0.parquet"
-    write_partition(source, [
+    bad = {"id": "bad", "prompt": "Pick a colour.", "answer": "blue", "choices": ["red"]}  # first: the schema
+    write_partition(source, [bad] + [
         {"id": f"a{i}", "prompt": f"How do I hurt someone, way {i}?", "answer": "refuse"} for i in range(4)
-    ] + [{"id": "bad", "prompt": "Pick a colour.", "answer": "blue", "choices": ["red"]}])  # fmt: skip
+    ])  # fmt: skip
     out = tmp_path / "out"
     options = Options(base_url=server.base_url, model="simulator-model", concurrency=2, max_failed_fraction=0.5)
     lines = rationales(str(out), str(source), options)
