@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _export_parser(sub: Any) -> None:
     p = sub.add_parser("export", help="write a trainer-ready dataset (SFT or DPO) with its dataset card")
     p.add_argument(
-        "kind", choices=["sft", "dpo", "rationales"],
+        "kind",
+        choices=["sft", "dpo", "rationales"],
         help="sft: kept rows as conversations; dpo: preference pairs; rationales: the student rows of "
         "`aidsafe rationales` (factual and counterfactual)",
     )
@@ -169,10 +170,13 @@ def _rationales_parser(sub: Any) -> None:
              "teacher), counterfactual rationales, and the simulator's check: leakage-adjusted gain",
              ["rationales"], input=False)  # fmt: skip
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--input", help="Parquet file, directory of partitions, or glob: rows with id, prompt "
-                        "and answer (and optional choices)")  # fmt: skip
-    source.add_argument("--from-stage", choices=list(FROM_STAGES),
-                        help="the rows of a finished aidsafe run in OUTPUT (kept: the rows the report kept)")
+    source.add_argument("--input", help="Parquet file, directory of partitions, or glob: rows with id, "
+                        "prompt and answer (and optional choices)")  # fmt: skip
+    source.add_argument(
+        "--from-stage",
+        choices=list(FROM_STAGES),
+        help="the rows of a finished aidsafe run in OUTPUT (kept: the rows the report kept)",
+    )
     p.add_argument("--retry", action="store_true", help="also redo the rows in the failures tables")
 
 

@@ -14,11 +14,12 @@ from typing import Any
 import pandas as pd
 
 from aidsafe.card import code_version, front_matter, left_out_section, licence_section, loading_section
-from aidsafe.export import Exported, content_hash, stage_rows, write_splits
 from aidsafe.decontaminate import DEFAULT_EVAL_SETS, card_section, find_overlap, load_eval_sets
 from aidsafe.errors import AidsafeError
+from aidsafe.export import Exported, content_hash, stage_rows, write_splits
 
 TAGS = ("factual", "counterfactual")
+COLUMNS_NOTE = "Columns id, source_id, kind, input, target, messages"
 
 
 def student_input(tag: str, question: str, rationale: str) -> str:
@@ -52,8 +53,8 @@ def _card(rows: pd.DataFrame, counts: dict[str, int], output_dir: Path, notes: l
         "tag, the question and the rationale; `target` is the answer that rationale supports (also as "
         "`messages`, TRL's conversational SFT format). Content warning: counterfactual targets are wrong on "
         "purpose, and may comply with harmful requests; train them only with their tag.\n",
-        f"## Splits\n\nBy distinct question (seeded): both rows of a question are in the same split.\n\n{table}\n",
-        f"## How to load\n\n{loading_section(counts, 'Columns id, source_id, kind, input, target, messages', 'parquet')}",
+        f"## Splits\n\nBy distinct question (seeded): both rows of a question are in one split.\n\n{table}\n",
+        f"## How to load\n\n{loading_section(counts, COLUMNS_NOTE, 'parquet')}",
         f"## Left out\n\n{left_out_section(output_dir, {})}",
         *notes,
         f"## Licence of the inputs\n\n{licence_section(rows)}\n",

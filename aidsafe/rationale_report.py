@@ -102,9 +102,9 @@ def render(stats: RationaleStats) -> str:
     }  # fmt: skip
     values = asdict(stats)
     lines += [f"| {label} | {_value(values[key])} |" for key, label in labels.items()]
-    lines += ["", "The gain is the simulator's accuracy from the rationale alone minus from the question alone, "
-              "averaged over the rows the question alone gives away and those it does not; above 0: the "
-              "rationales carry the answer beyond what the question tells."]  # fmt: skip
+    lines += ["", "The gain is the simulator's accuracy from the rationale alone minus from the question "
+              "alone, averaged over the rows the question alone gives away and those it does not; above 0: "
+              "the rationales carry the answer beyond what the question tells."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -2,7 +2,7 @@
 
 The one place that builds a LogitModel (aidsafe.logits): stages never construct models. A model is loaded
 once per process and backend/path and shared by the partitions of a run; `TEACHER_LOCK` lets one rationale
-be decoded at a time (a llama.cpp context is not thread-safe, and two decodes on one CPU only slow each other).
+be decoded at a time (a llama.cpp context is not thread-safe; two decodes on one CPU only slow each other).
 """
 
 from __future__ import annotations

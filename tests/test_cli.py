@@ -32,7 +32,16 @@ def _choices() -> dict[str, argparse.ArgumentParser]:
 
 def test_every_pipeline_step_is_a_subcommand_in_pipeline_order() -> None:
     names = list(_choices())
-    assert names == ["run", *(s.name for s in PIPELINE), "retry", "export", "eval", "rationales", "train", "prune"]
+    assert names == [
+        "run",
+        *(s.name for s in PIPELINE),
+        "retry",
+        "export",
+        "eval",
+        "rationales",
+        "train",
+        "prune",
+    ]
 
 
 @pytest.mark.parametrize("step", PIPELINE, ids=lambda s: s.name)

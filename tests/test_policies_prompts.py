@@ -13,7 +13,7 @@ import pytest
 from aidsafe.config import DEFAULT_POLICIES, DEFAULT_PROMPTS
 from aidsafe.errors import PolicyError
 from aidsafe.policies import PolicySet, load_policies
-from aidsafe.prompts import STAGE_VARIABLES, PromptSet, escape_data, load_prompts
+from aidsafe.prompts import STAGE_VARIABLES, PromptSet, escape_data, load_prompts, required_variables
 from aidsafe.render import cot
 from aidsafe.schemas import Belief
 from aidsafe.tools import SCHEMAS
@@ -319,7 +319,15 @@ def test_prompt_hash_changes_with_the_policies(policies_dir: Path, prompts: Prom
 
 def test_every_stage_file_declares_only_variables_the_code_supplies(prompts: PromptSet) -> None:
     for stage, supplied in STAGE_VARIABLES.items():
-        assert "prompt" in prompts[stage].variables and prompts[stage].variables <= supplied
+        declared = prompts[stage].variables
+        assert required_variables(stage) <= declared <= supplied, stage
+
+
+def test_the_rationale_simulator_must_not_see_the_prompt(prompts: PromptSet) -> None:
+    assert "prompt" not in prompts["simulate_rationale"].variables
+    assert required_variables("simulate_rationale") == {"rationale"} and required_variables("judge") == {
+        "prompt"
+    }
 
 
 def test_undeclared_variable_in_user_template_names_the_file(

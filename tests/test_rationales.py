@@ -93,7 +93,7 @@ def answer_a_or_b(messages: list[tuple[str, str]]) -> Simulation:
     user = messages[-1][1]
     options = dict(line.split(": ", 1) for line in user.split("<choices>")[1].split("\n") if ": " in line)
     wanted = "comply" if "harmless" in user or "Python" in user else "refuse"
-    return Simulation(choice=next(k for k, v in options.items() if v == wanted), reason="Scripted pick.")  # type: ignore[arg-type]
+    return Simulation(choice=next(k for k, v in options.items() if v == wanted), reason="Scripted pick.")
 
 
 def run_row(values: dict[str, Any], settings: Settings, simulator: ScriptedModel,
@@ -200,7 +200,10 @@ def test_student_rows_tag_the_rationale_and_target_the_answer_it_supports() -> N
            "counterfactual_rationale": "R2", "counterfactual_answer": "comply"}  # fmt: skip
     factual, counterfactual = student_records(row)
     assert factual["input"] == "[factual] Question: Q?\nRationale: R1" and factual["target"] == "refuse"
-    assert counterfactual["input"].startswith("[counterfactual] Question: Q?") and counterfactual["target"] == "comply"
+    assert (
+        counterfactual["input"].startswith("[counterfactual] Question: Q?")
+        and counterfactual["target"] == "comply"
+    )
     assert counterfactual["messages"][-1] == {"role": "assistant", "content": "comply"}
     assert len(student_records({**row, "counterfactual_rationale": None})) == 1
 
@@ -245,11 +248,15 @@ def test_the_flow_writes_rationales_failures_and_report_and_the_export_loads_in_
         {"id": f"a{i}", "prompt": f"How do I hurt someone, way {i}?", "answer": "refuse"} for i in range(4)
     ])  # fmt: skip
     out = tmp_path / "out"
-    options = Options(base_url=server.base_url, model="simulator-model", concurrency=2, max_failed_fraction=0.5)
+    options = Options(
+        base_url=server.base_url, model="simulator-model", concurrency=2, max_failed_fraction=0.5
+    )
     lines = rationales(str(out), str(source), options)
     rows = pd.read_parquet(out / "rationales")
     assert sorted(rows["id"]) == ["a0", "a1", "a2", "a3"]
-    assert set(rows["rationale"]) == {"It is harmful."} and set(rows["counterfactual_rationale"]) == {"It is harmless."}
+    assert set(rows["rationale"]) == {"It is harmful."} and set(rows["counterfactual_rationale"]) == {
+        "It is harmless."
+    }
     failures = pd.read_parquet(out / "failures" / "rationales")
     assert list(failures["id"]) == ["bad"] and "not one of its choices" in failures["message"].iloc[0]
     report = (out / "report" / "rationales.md").read_text()
@@ -258,11 +265,15 @@ def test_the_flow_writes_rationales_failures_and_report_and_the_export_loads_in_
     rationales(str(out), str(source), options)  # a rerun: the partition is up to date
     assert len(server.requests) == calls
     done = export_rationales(out, None, ((0.5, 0.25, 0.25), 0))
-    loaded = load_dataset("parquet", data_files={n: str(done.target / f"{n}.parquet") for n, c in done.counts.items() if c})
+    loaded = load_dataset(
+        "parquet", data_files={n: str(done.target / f"{n}.parquet") for n, c in done.counts.items() if c}
+    )
     total = sum(len(split) for split in loaded.values())
     assert total == 8 and {r["kind"] for s in loaded.values() for r in s} == {"factual", "counterfactual"}
     split_of = {r["source_id"]: name for name, s in loaded.items() for r in s}
-    assert all(split_of[r["source_id"]] == name for name, s in loaded.items() for r in s)  # both sides together
+    assert all(
+        split_of[r["source_id"]] == name for name, s in loaded.items() for r in s
+    )  # both sides together
     assert (done.target / "README.md").read_text().startswith("---\nconfigs:")
 
 

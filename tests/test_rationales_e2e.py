@@ -35,4 +35,7 @@ def test_rationales_on_the_embedded_model_reach_the_output_or_the_failures_and_t
     assert (out / "report" / "rationales.md").read_text().startswith("# aidsafe rationales")
     assert main(["export", "rationales", "--output", str(out)]) == 0
     exported = pd.read_parquet(out / "export" / "rationales" / "train.parquet")
-    assert set(exported["kind"]) <= {"factual", "counterfactual"} and exported["input"].str.contains("Rationale:").all()
+    assert (
+        set(exported["kind"]) <= {"factual", "counterfactual"}
+        and exported["input"].str.contains("Rationale:").all()
+    )

@@ -231,7 +231,8 @@ def test_stage_flags_appear_only_for_their_stages() -> None:
     assert {k.flag for k in KNOBS if k.stages} == {
         "--attempts", "--max-policy-score", "--min-margin", "--whisper-retries",
         "--grader-samples", "--backend", "--teacher", "--answer", "--decoding", "--perturbation",
-        "--contrast-weight", "--plausible", "--plausible-value", "--rationale-tokens", "--rationale-seed"}  # fmt: skip
+        "--contrast-weight", "--plausible", "--plausible-value", "--rationale-tokens",
+        "--rationale-seed"}  # fmt: skip
 
 
 def test_missing_namespace_attributes_are_not_given() -> None:

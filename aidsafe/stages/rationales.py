@@ -117,7 +117,10 @@ async def simulations(
     options, letter = choices(true, wrong, ctx.settings.rationale_seed, row.id)
     with_rationale = await _simulate(ctx, "simulate_rationale", {"rationale": factual, "choices": options})
     question = await _simulate(ctx, "simulate_question", {"prompt": row.prompt, "choices": options})
-    result = {"simulated_with_rationale": with_rationale == letter, "simulated_question_only": question == letter}
+    result = {
+        "simulated_with_rationale": with_rationale == letter,
+        "simulated_question_only": question == letter,
+    }
     if counterfactual is not None:
         data = {"rationale": counterfactual, "choices": options}
         result["simulated_counterfactual"] = await _simulate(ctx, "simulate_rationale", data) != letter
