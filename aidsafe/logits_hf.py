@@ -68,7 +68,8 @@ class HFLogitModel:
         return self._context_size
 
     def tokenize(self, text: str) -> list[int]:
-        return [int(t) for t in self._tokenizer.encode(text, add_special_tokens=False)]
+        encoded = self._tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        return [int(t) for t in encoded]  # special tokens as text, like llama.cpp's parse_special=False
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         self._check_tokens(tokens)
@@ -118,7 +119,7 @@ class HFLogitModel:
         if kept == 0 or self._prefix_cache is None:
             self._prefix_cache, kept = DynamicCache(config=self._model.config), 0
         elif kept < len(self._prefix):
-            self._prefix_cache.crop(kept)
+            self._prefix_cache.crop(kept - len(self._prefix))  # a negative count: the tokens to drop
         self._prefix = []  # until the cache holds `tokens` (an exception leaves no stale claim)
         self._extend(self._prefix_cache, tokens[kept:])
         self._prefix = list(tokens)

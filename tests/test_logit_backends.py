@@ -162,7 +162,6 @@ def test_llama_prefix_kept_from_the_last_session_is_reused_and_gives_the_same_nu
     greedy(session, 4)
     session.close()
     evaluated = count_decodes(monkeypatch)
-    )
     second = [llama.tokenize(FEW_SHOT + p) for p in PROMPTS[1:]]  # same few-shot prefix, other questions
     kept = logprobs_of(llama, second)
     monkeypatch.undo()
@@ -177,6 +176,7 @@ def test_llama_advance_is_one_decode_call_of_one_token_per_context(
     """Fails if advance evaluates the contexts one by one (or re-evaluates anything)."""
     session = llama.open(prompts)
     calls = count_decodes(monkeypatch)
+    session.advance([int(np.argmax(lp)) for lp in session.logprobs])
     session.close()
     assert calls == [len(prompts)]
 
@@ -297,17 +297,22 @@ def test_the_backends_tokenize_the_prompts_alike(llama: LogitModel, hf: LogitMod
 def test_the_backends_agree_on_greedy_tokens_where_llama_is_sure(
     llama: LogitModel, hf: LogitModel, prompts: list[list[int]]
 ) -> None:
-    """The Q4_1 GGUF and its dequantised float32 copy may differ at a near-tie: compare the steps up to the
-    first one where llama's top-2 gap is under 0.5 nats."""
-    steps = 8
+    """Fails if the backends choose different tokens for the same context. Both follow llama's greedy tokens
+    (so one near-tie cannot derail the rest); the Q4_1 GGUF and its dequantised float32 copy may differ at a
+    near-tie, so the steps compared are those where llama's top-2 gap is at least 0.5 nats."""
+    steps, compared = 12, 0
     for prompt in prompts:
         session = llama.open([prompt])
         (by_llama,), (seen,) = greedy(session, steps)
         session.close()
         session = hf.open([prompt])
-        (by_hf,), _ = greedy(session, steps)
+        by_hf = []
+        for token in by_llama:
+            by_hf.append(int(np.argmax(session.logprobs[0])))
+            session.advance([token])
         session.close()
         gaps = [float(np.diff(np.sort(lp)[-2:])[0]) for lp in seen]
-        sure = next((i for i, gap in enumerate(gaps) if gap < 0.5), steps)
-        assert sure >= 1, f"llama is unsure from the first step: gaps {gaps}"
-        assert by_llama[:sure] == by_hf[:sure], (by_llama, by_hf, gaps)
+        sure = [i for i, gap in enumerate(gaps) if gap >= 0.5]
+        assert [by_hf[i] for i in sure] == [by_llama[i] for i in sure], (by_llama, by_hf, gaps)
+        compared += len(sure)
+    assert compared >= steps  # most steps are not near-ties
