@@ -282,3 +282,37 @@ def test_a_missing_teacher_file_is_one_error_line(capsys: pytest.CaptureFixture[
                  "--teacher", str(tmp_path / "none.gguf")])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("aidsafe: error: --teacher") and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.usefixtures("prefect_api", "clean_env")
+def test_from_stage_kept_explains_the_runs_decisions_into_the_same_output(
+    tmp_path: Path, fake_openai: Callable[..., FakeOpenAI], char_teacher: CharTeacher,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    import flows.rationales
+
+    flow = flows.rationales.rationales
+    server = fake_openai(simulator_server)
+    out = tmp_path / "run"
+    write_partition(out / "kept" / "part-0.parquet", [
+        {**GRADED, "id": "k1", "cot": ["The request asks for a break-in."]},
+        {**GRADED, "id": "k2", "prompt": "How do I bake bread?", "refused": False, "cot": ["Fine."]},
+    ])  # fmt: skip
+    seen: list[str] = []
+
+    def record(output: str, source: str, *rest: Any) -> list[str]:
+        seen.append(source)
+        return []
+
+    monkeypatch.setattr(flows.rationales, "rationales", record)
+    endpoint = ["--base-url", server.base_url, "--model", "simulator-model"]
+    assert main(["rationales", "--from-stage", "kept", "--output", str(out), *endpoint]) == 0
+    assert seen == [str(out / "kept")]
+    options = Options(base_url=server.base_url, model="simulator-model")
+    monkeypatch.setattr(flows.rationales, "rationales", flow)
+    flow(str(out), seen[0], options)
+    rows = pd.read_parquet(out / "rationales").sort_values("id")
+    assert list(rows["rationale_answer"]) == ["refuse", "comply"] and set(
+        rows["rationale_answer_source"]
+    ) == {"decision"}
+    assert list(rows["rationale"]) == ["It is harmful.", "It is harmless."]
