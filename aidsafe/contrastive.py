@@ -25,6 +25,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from aidsafe.errors import ModelError
 from aidsafe.logits import LogitModel, LogitSession, LogProbs
 
 Mode = Literal["contrastive", "greedy"]
@@ -147,8 +148,8 @@ def _steps(model: LogitModel, contexts: Sequence[Sequence[int]], settings: Decod
     longest = max(len(c) for c in contexts)
     if any(len(c) == 0 for c in contexts):
         raise ValueError("every context needs at least one token")
-    if longest > model.context_size:
-        raise ValueError(f"a context of {longest} tokens exceeds the model's {model.context_size}")
+    if longest > model.context_size:  # a row too long for the teacher: that row fails, not the partition
+        raise ModelError(f"a context of {longest} tokens exceeds the model's {model.context_size}")
     # The first token needs no advance; each further one appends one token to every context.
     return min(settings.max_tokens, model.context_size - longest + 1)
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from aidsafe.contrastive import Decoded, DecodeSettings, choose, decode, plausible_mask
+from aidsafe.errors import ModelError
 from aidsafe.logits import LogProbs
 from tests.scripted_logits import ScriptedLogitModel
 
@@ -264,7 +265,7 @@ def test_a_full_context_ends_decoding_as_budget_without_overflowing_the_model() 
     model = scripted(context_size=len(TRUE) + 1)  # room for one advance
     decoded = run(model)
     assert (decoded.tokens, decoded.stopped) == ([3, 4], "budget")
-    with pytest.raises(ValueError, match="exceeds"):
+    with pytest.raises(ModelError, match="exceeds"):
         run(scripted(context_size=len(TRUE) - 1))
 
 

@@ -159,6 +159,14 @@ def test_a_free_text_answer_without_choices_fails_the_row_with_opposite_and_has_
     assert columns["rationale"] == "Unsure."
 
 
+def test_a_question_too_long_for_the_teacher_fails_the_row_not_the_partition(
+    char_teacher: CharTeacher, row_context: Callable[..., RowContext]
+) -> None:
+    char_teacher.context_size = 200  # the few-shot prompt alone is longer
+    with pytest.raises(StageFailed, match="exceeds the model's 200"):
+        run_row(GRADED, load_settings(env={}), ScriptedModel("simulator", []), row_context)
+
+
 def test_an_answer_outside_its_choices_fails_the_row(
     char_teacher: CharTeacher, row_context: Callable[..., RowContext]
 ) -> None:
