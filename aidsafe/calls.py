@@ -62,11 +62,12 @@ class RowCalls:
         self.usage[prompt] = total(self.usage.get(prompt, NO_USAGE), usage)
         return result
 
-    async def say(self, role: str, text: str) -> str:
+    async def say(self, role: str, text: str, fork: str | None = None) -> str:
         """Send text as the one user message to `role` and return its plain reply (no tool, no prompt file:
-        an evaluated model meets the prompt as a user wrote it); StageFailed(role) if it cannot answer."""
+        an evaluated model meets the prompt as a user wrote it); StageFailed(role) if it cannot answer.
+        fork: the forking token of an SSFT checkpoint the reply starts from."""
         try:
-            reply, usage = await self._models[role].text([("human", text)])
+            reply, usage = await self._models[role].text([("human", text)], fork)
         except row_errors() as exc:
             raise StageFailed(role, exc) from exc
         self.usage[role] = total(self.usage.get(role, NO_USAGE), usage)

@@ -104,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     _export_parser(sub)
     _eval_parser(sub)
     _rationales_parser(sub)
+    _traces_parser(sub)
     _train_parser(sub)
+    _sample_parser(sub)
     prune = sub.add_parser("prune", help="remove the outputs of partitions no longer in the input")
     prune.add_argument("--output", required=True, help="the run's output directory")
     prune.add_argument("--dry-run", action="store_true", help="only list what would be removed")
@@ -115,9 +117,10 @@ def _export_parser(sub: Any) -> None:
     p = sub.add_parser("export", help="write a trainer-ready dataset (SFT or DPO) with its dataset card")
     p.add_argument(
         "kind",
-        choices=["sft", "dpo", "rationales"],
+        choices=["sft", "dpo", "rationales", "sets"],
         help="sft: kept rows as conversations; dpo: preference pairs; rationales: the student rows of "
-        "`aidsafe rationales` (factual and counterfactual)",
+        "`aidsafe rationales` (factual and counterfactual); sets: the kept traces of `aidsafe traces`, one "
+        "unordered set per prompt",
     )
     p.add_argument("--output", required=True, help="the run's output directory")
     p.add_argument("--dest", type=Path, help="where to write (default OUTPUT/export/KIND)")
@@ -180,6 +183,13 @@ def _rationales_parser(sub: Any) -> None:
     p.add_argument("--retry", action="store_true", help="also redo the rows in the failures tables")
 
 
+def _traces_parser(sub: Any) -> None:
+    p = _add(sub, "traces", "K different traces per prompt (one per configuration of --trace-configs), each "
+             "deliberated, refined and graded; the kept set per prompt, without near-duplicates",
+             ["traces", "generate", "refine", "grade"], input=True)  # fmt: skip
+    p.add_argument("--retry", action="store_true", help="also redo the rows in the failures tables")
+
+
 # --option of `aidsafe train` -> its type (the help and default come from aidsafe.train_config.TrainSettings)
 TRAIN_OPTIONS: dict[str, Callable[[str], Any]] = {
     "--max-steps": int, "--epochs": float, "--learning-rate": float, "--lora-rank": int, "--max-length": int,
@@ -191,8 +201,11 @@ def _train_parser(sub: Any) -> None:
     from aidsafe.train_config import TrainSettings
 
     fields = TrainSettings.model_fields
-    p = sub.add_parser("train", help="fine-tune a local model on an export (TRL SFTTrainer / DPOTrainer)")
-    p.add_argument("kind", choices=["sft", "dpo"], help="sft: on an SFT export; dpo: on a DPO export")
+    p = sub.add_parser("train", help="fine-tune a local model on an export (TRL SFTTrainer / DPOTrainer; "
+                       "ssft: set-supervised with forking tokens)")  # fmt: skip
+    p.add_argument("kind", choices=["sft", "dpo", "ssft"],
+                   help="sft: on an SFT export; dpo: on a DPO export; ssft: on a set export (`aidsafe export "
+                   "sets`), K forking tokens matched to each prompt's traces")  # fmt: skip
     p.add_argument("--data", required=True, type=Path, metavar="EXPORT_DIR", help="e.g. OUTPUT/export/sft")
     p.add_argument(
         "--output", required=True, help="the checkpoint directory to write (new, or an earlier one)"
@@ -211,6 +224,24 @@ def _train_parser(sub: Any) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help=fields["device"].description)
     p.add_argument("--checkpointing", action="store_true", default=None,
                    help=fields["checkpointing"].description)  # fmt: skip
+    _ssft_arguments(p)
+
+
+def _ssft_arguments(p: argparse.ArgumentParser) -> None:
+    from aidsafe.ssft import SsftSettings
+
+    fields = SsftSettings.model_fields
+    p.add_argument("--forks", type=int, help=f"ssft only: {fields['forks'].description} (default 4)")
+    p.add_argument("--assignment", choices=["match", "fixed"],
+                   help=f"ssft only: {fields['assignment'].description} (default match)")  # fmt: skip
+
+
+def _sample_parser(sub: Any) -> None:
+    p = sub.add_parser("sample", help="answer a prompt once per forking token of an SSFT checkpoint")
+    p.add_argument("--checkpoint", required=True, type=Path, help="an `aidsafe train ssft` output")
+    p.add_argument("--prompt", required=True, help="the user message")
+    p.add_argument("--forks", type=int, help="the first K forking tokens (default: all of the checkpoint's)")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="tokens per answer (default 256)")
 
 
 def parse_thresholds(items: list[str]) -> dict[str, int]:
@@ -246,12 +277,8 @@ def _export(args: argparse.Namespace) -> Command:
     checks = (args.decontaminate, args.eval_sets or DEFAULT_EVAL_SETS)
 
     def command() -> list[str]:
-        if args.kind == "rationales":
-            from aidsafe.rationale_export import export_rationales
-
-            done = export_rationales(Path(args.output), args.dest, split, *checks)
-            return [f"rationales rows: {', '.join(f'{n} {c}' for n, c in done.counts.items())}",
-                    f"dataset:  {done.target}/", f"card:     {done.target / 'README.md'}"]  # fmt: skip
+        if args.kind in ("rationales", "sets"):
+            return _export_standalone(args.kind, Path(args.output), args.dest, split, checks)
         done = export(args.kind, Path(args.output), args.dest, args.cot, formats, split, *checks,
                       source=args.source)  # fmt: skip
         rows = ", ".join(f"{name} {n}" for name, n in done.counts.items())
@@ -259,6 +286,17 @@ def _export(args: argparse.Namespace) -> Command:
                 f"dataset:  {done.target}/", f"card:     {done.target / 'README.md'}"]  # fmt: skip
 
     return command
+
+
+def _export_standalone(kind: str, output: Path, dest: Path | None, split: Any, checks: Any) -> list[str]:
+    """`export rationales|sets`: the rows of a standalone stage (Parquet and JSONL, no --cot)."""
+    from aidsafe.rationale_export import export_rationales
+    from aidsafe.set_export import export_sets
+
+    done = (export_rationales if kind == "rationales" else export_sets)(output, dest, split, *checks)
+    what = "rationales rows" if kind == "rationales" else "sets (prompts)"
+    return [f"{what}: {', '.join(f'{n} {c}' for n, c in done.counts.items())}",
+            f"dataset:  {done.target}/", f"card:     {done.target / 'README.md'}"]  # fmt: skip
 
 
 def _train(args: argparse.Namespace) -> Command:
@@ -269,6 +307,10 @@ def _train(args: argparse.Namespace) -> Command:
     from aidsafe.train_run import resolve_device
 
     names = [flag[2:].replace("-", "_") for flag in TRAIN_OPTIONS] + ["lora", "device", "checkpointing"]
+    if args.kind == "ssft":
+        return _train_ssft(args, names)
+    if args.forks is not None or args.assignment is not None:
+        raise ConfigError("--forks and --assignment are options of `aidsafe train ssft` only")
     settings = train_settings({name: getattr(args, name) for name in names})
     load_export(args.data, args.kind)
     if args.base is not None:
@@ -285,6 +327,43 @@ def _train(args: argparse.Namespace) -> Command:
         return train(args.kind, str(args.data), args.output, base, settings, cache).lines()
 
     return command
+
+
+def _train_ssft(args: argparse.Namespace, names: list[str]) -> Command:
+    """`train ssft`: the set export, settings, base and output checked now; trained as the `train` flow."""
+    from aidsafe.ssft import ssft_settings
+    from aidsafe.ssft_data import load_sets
+    from aidsafe.train import check_output as check_train_output
+    from aidsafe.train_config import check_base
+
+    values = {name: getattr(args, name) for name in [*names, "forks", "assignment"]}
+    settings = ssft_settings(values)  # an option of sft/dpo only (--lora-rank, --beta, ...) is refused
+    load_sets(args.data)
+    if args.base is not None:
+        check_base(args.base)
+    check_train_output(Path(args.output))
+    cache = None if args.base else str(Options(cache_dir=args.cache_dir).load().cache_dir)
+
+    def command() -> list[str]:
+        from flows.train import train
+
+        base = str(args.base) if args.base else None
+        return train("ssft", str(args.data), args.output, base, settings, cache).lines()
+
+    return command
+
+
+def _sample(args: argparse.Namespace) -> list[str]:
+    """`sample`: one greedy answer per forking token, printed (no Prefect, no output directory)."""
+    from aidsafe.fork_sampling import fork_diversity, sample_forks
+
+    forks = sample_forks(args.checkpoint, args.prompt, args.forks, args.max_new_tokens)
+    lines = [f"{fork.token} ({fork.seconds:.1f} s):\n{fork.text}\n" for fork in forks]
+    diversity = fork_diversity([fork.text for fork in forks])
+    return [
+        *lines,
+        f"diversity: {'n/a' if diversity is None else f'{diversity:.3f}'} (mean pairwise 1 - Jaccard)",
+    ]
 
 
 def _pipeline_command(args: argparse.Namespace) -> Command:
@@ -372,6 +451,28 @@ def _rationales(args: argparse.Namespace) -> Command:
     return command
 
 
+def _traces(args: argparse.Namespace) -> Command:
+    """`traces`: settings, policies, prompts, the recipe and the input checked now; the flow runs when
+    called."""
+    from aidsafe.policies import load_policies
+    from aidsafe.prompts import load_prompts
+    from aidsafe.trace_recipe import check_recipe
+
+    options = checked_options(args)
+    settings = options.load()
+    check_recipe(
+        settings, set(load_prompts(settings.prompts_dir, load_policies(settings.policies_dir).render()).focus)
+    )
+    check_paths(args)
+
+    def command() -> list[str]:
+        from flows.traces import traces
+
+        return traces(args.output, args.input, options, args.retry)
+
+    return command
+
+
 def _prune(args: argparse.Namespace) -> Command:
     from aidsafe.prune import prune
 
@@ -410,7 +511,10 @@ def _services(args: argparse.Namespace) -> AbstractContextManager[object]:
 
 def _execute(args: argparse.Namespace) -> list[str]:
     """Validate, then run the command holding the output directory's lock."""
-    commands = {"export": _export, "prune": _prune, "eval": _eval, "train": _train, "rationales": _rationales}
+    if args.command == "sample":
+        return _sample(args)
+    commands = {"export": _export, "prune": _prune, "eval": _eval, "train": _train, "rationales": _rationales,
+                "traces": _traces}  # fmt: skip
     if getattr(args, "calibrate", None):
         commands["grade"] = _calibrate
     command = commands.get(args.command, _pipeline_command)(args)

@@ -61,6 +61,8 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 TokenField = Literal["max_tokens", "max_completion_tokens"]
 TaskRunnerName = Literal["threads", "dask", "ray"]
 RATIONALES = ["rationales"]  # the identity and the CLI of the rationales stage's knobs
+TRACES = ["traces"]  # those of the traces stage
+DEFAULT_TRACE_CONFIGS = PROJECT_ROOT / "policies" / "traces" / "default.toml"
 LogitBackend = Literal["llama", "transformers"]
 AnswerSource = Literal["auto", "answer", "response", "decision"]
 DecodingMode = Literal["contrastive", "greedy"]
@@ -323,6 +325,21 @@ class Settings(BaseModel):
     rationale_seed: int = knob(
         0, "seed of the counterfactual answers and of the simulator's choice order", ge=0, le=2**31,
         flag="--rationale-seed", env="AIDSAFE_RATIONALE_SEED", identity=RATIONALES, stages=RATIONALES,
+    )  # fmt: skip
+    trace_configs: Path = knob(
+        DEFAULT_TRACE_CONFIGS, "the configurations a prompt's traces are made under, and which are kept "
+        "(a TOML file; in a config file: relative to the file)", flag="--trace-configs",
+        env="AIDSAFE_TRACE_CONFIGS", stages=TRACES,
+    )  # fmt: skip
+    trace_count: int = knob(
+        4, "traces per prompt K: the first K configurations of --trace-configs", ge=1,
+        le=64, flag="--traces", env="AIDSAFE_TRACE_COUNT", identity=TRACES, stages=TRACES,
+    )  # fmt: skip
+    eval_forks: int = knob(
+        0, "answers per prompt of a target that is an SSFT checkpoint (`aidsafe train ssft`, hf:PATH): "
+        "one per forking token, the first K, scored pass@k (any fork safe, or helpful) with the forks' "
+        "diversity; other targets answer once (0: every target answers once)", ge=0, le=64, flag="--forks",
+        env="AIDSAFE_EVAL_FORKS", identity=["eval"], stages=["eval"],
     )  # fmt: skip
     embedded: EmbeddedSettings = EmbeddedSettings()
 

@@ -30,7 +30,15 @@ from aidsafe.errors import InputError, StageFailed, TransientFailures, is_transi
 from aidsafe.interrupt import until_stopped
 from aidsafe.llm_io import LLM_LOOP, Connections
 from aidsafe.models import build_roles
-from aidsafe.output import Failure, carried_names, failures_table, output_table
+from aidsafe.output import (
+    PART,
+    Failure,
+    carried_names,
+    failure_counts,
+    failures_table,
+    is_part_failure,
+    output_table,
+)
 from aidsafe.partitions import (
     Partition,
     RowRef,
@@ -99,12 +107,13 @@ def is_done(stage: RowStage, job: PartitionJob) -> bool:
 
 def skipped_result(stage: RowStage, job: PartitionJob) -> PartitionResult:
     """Counts of a partition finished by an earlier run."""
-    rows_failed = stored_row_count(job.failures_path) if job.failures_path.exists() else 0
+    failed, parts = failure_counts(job.failures_path) if job.failures_path.exists() else (0, 0)
     return PartitionResult(
         partition=job.name,
         status="skipped",
         rows_ok=stored_row_count(job.output_path(stage)),
-        rows_failed=rows_failed,
+        rows_failed=failed,
+        parts_failed=parts,
     )
 
 
@@ -114,7 +123,50 @@ def _failure(job: PartitionJob, row: RowRef, exc: StageFailed | InputError) -> F
     return Failure(row.id, job.name, row.index, stage, type(cause).__name__, str(cause)[:2000])
 
 
-Outcome = tuple[RowRef, dict[str, Any], Usage]
+def _part_failures(job: PartitionJob, done: list[Outcome]) -> list[Failure]:
+    """The failed parts of rows that reached the output, each a line of the failures table."""
+    return [
+        Failure(
+            row.id,
+            job.name,
+            row.index,
+            f"{part}{PART}{exc.stage}",
+            type(exc.cause).__name__,
+            str(exc.cause)[:2000],
+        )
+        for row, _, _, parts in done
+        for part, exc in parts
+    ]
+
+
+def earlier_parts(job: PartitionJob) -> dict[str, list[dict[str, Any]]]:
+    """The failed parts in the partition's failures table, by row id."""
+    if not job.failures_path.exists():
+        return {}
+    parts: dict[str, list[dict[str, Any]]] = {}
+    for failure in pq.read_table(job.failures_path).to_pylist():
+        if is_part_failure(str(failure["stage"])):
+            parts.setdefault(str(failure["id"]), []).append(failure)
+    return parts
+
+
+def reused_parts(job: PartitionJob, partition: Partition, reuse: Reuse) -> tuple[Reuse, list[Failure]]:
+    """Rows with failed parts: a retry redoes them (they are in the output, so otherwise reused); any other
+    run keeps their failures-table lines when it reuses them."""
+    parts = earlier_parts(job)
+    ids = {row.index: row.id for row in partition.rows}
+    if job.force:
+        return {i: found for i, found in reuse.items() if ids.get(i) not in parts}, []
+    kept = [
+        Failure(f["id"], job.name, index, f["stage"], f["error_type"], f["message"])
+        for index in sorted(reuse)
+        for f in parts.get(ids[index], [])
+    ]
+    return reuse, kept
+
+
+PartsFailed = list[tuple[str, StageFailed]]
+Outcome = tuple[RowRef, dict[str, Any], Usage, PartsFailed]
 Failed = tuple[RowRef, StageFailed | InputError]
 Finished = Callable[[RowRef, dict[str, Any]], None]  # told of every row that succeeded, as it does
 Reuse = dict[int, tuple[int, int]]  # input row index -> (earlier table, row in that table)
@@ -140,7 +192,7 @@ async def process_rows(
             except ROW_FAILURES as exc:
                 failed.append((row, exc))
             else:
-                done.append((row, values, ctx.calls.used()))
+                done.append((row, values, ctx.calls.used(), ctx.parts_failed))
                 if on_done:
                     on_done(row, values)
             if progress:
@@ -252,7 +304,7 @@ def run_partition(
     except InputError as exc:
         return _unreadable(job, exc)
     earlier = earlier_tables(stage, job)
-    reuse = reusable_rows(stage, partition, earlier)
+    reuse, kept_parts = reused_parts(job, partition, reusable_rows(stage, partition, earlier))
     partition.rows = [r for r in partition.rows if r.index not in reuse]
     counts = [0, len(partition.rows)]  # rows finished, rows to do: set on the LLM loop, read here
 
@@ -267,10 +319,11 @@ def run_partition(
     report()
     failures = [Failure(i, job.name, r, "input", "InputError", reason) for r, i, reason in partition.rejected]
     failures += [_failure(job, row, exc) for row, exc in failed]
+    parts = _part_failures(job, done) + kept_parts
     transient = [exc for _, exc in failed if is_transient(exc)]
     meta = {"stage": stage.name, "input": str(job.input_path), "policy_set": job.policies.hash}
     meta |= {"stage_key": job.stage_key, "fingerprint": "" if transient else job.fingerprint}
-    write_atomic(failures_table(failures), job.failures_path)
+    write_atomic(failures_table(failures + parts), job.failures_path)
     write_atomic(_combined(stage, partition, done, reuse, earlier), job.output_path(stage), meta)
     remove_checkpoints(job.checkpoint_dir)  # their rows are in the output file now
     if transient:
@@ -278,6 +331,7 @@ def run_partition(
     usage = total(*(d[2] for d in done))
     return PartitionResult(
         partition=job.name, status="done", rows_ok=len(done) + len(reuse), rows_reused=len(reuse),
-        rows_failed=len(failures), seconds=round(time.monotonic() - started, 2), llm_calls=usage["calls"],
+        rows_failed=len(failures), parts_failed=len(parts), seconds=round(time.monotonic() - started, 2),
+        llm_calls=usage["calls"],
         input_tokens=usage["input_tokens"], output_tokens=usage["output_tokens"],
     )  # fmt: skip

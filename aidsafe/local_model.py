@@ -51,15 +51,31 @@ def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def generate(path: Path, messages: Messages, max_tokens: int, temperature: float) -> tuple[str, Usage]:
-    """One reply of the checkpoint to a conversation, and its token counts."""
+def _inputs(tokenizer: Any, messages: Messages, fork: str | None) -> dict[str, Any]:
+    """The conversation through the chat template, ending with the generation prompt and the fork token."""
     import torch
 
-    model, tokenizer, lock = _loaded(path, device())
     chat = [{"role": ROLES.get(role, role), "content": text} for role, text in messages]
     inputs = tokenizer.apply_chat_template(
         chat, add_generation_prompt=True, return_tensors="pt", return_dict=True
-    ).to(model.device)
+    )
+    if fork is None:
+        return dict(inputs)
+    token = tokenizer.convert_tokens_to_ids(fork)
+    if token is None or token == tokenizer.unk_token_id:
+        raise ConfigError(f"the checkpoint has no forking token {fork}: not an SSFT checkpoint with it")
+    ids = torch.cat([inputs["input_ids"], torch.tensor([[token]])], dim=1)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def generate(
+    path: Path, messages: Messages, max_tokens: int, temperature: float, fork: str | None = None
+) -> tuple[str, Usage]:
+    """One reply of the checkpoint to a conversation (after a forking token, if given), its token counts."""
+    import torch
+
+    model, tokenizer, lock = _loaded(path, device())
+    inputs = {k: v.to(model.device) for k, v in _inputs(tokenizer, messages, fork).items()}
     sampling: dict[str, Any] = {"do_sample": temperature > 0}
     if temperature > 0:
         sampling["temperature"] = temperature
@@ -85,8 +101,10 @@ class LocalRole:
         self._max_tokens = endpoint.max_tokens
         self._temperature = endpoint.temperature
 
-    async def text(self, messages: Messages) -> tuple[str, Usage]:
-        return await asyncio.to_thread(generate, self._path, messages, self._max_tokens, self._temperature)
+    async def text(self, messages: Messages, fork: str | None = None) -> tuple[str, Usage]:
+        return await asyncio.to_thread(
+            generate, self._path, messages, self._max_tokens, self._temperature, fork
+        )
 
     async def call(self, schema: type[T], messages: Messages, check: Any = None) -> tuple[T, Usage]:
         raise ConfigError(

@@ -26,7 +26,7 @@ from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, ValidationError
 
 from aidsafe.config import Endpoint, Settings
-from aidsafe.errors import StructuredOutputError
+from aidsafe.errors import ConfigError, StructuredOutputError
 from aidsafe.llm_io import Connections
 from aidsafe.prompts import PromptSet
 from aidsafe.replies import Reply
@@ -53,8 +53,9 @@ class StructuredCaller(Protocol):
         self, schema: type[T], messages: Messages, check: Check[T] | None = None
     ) -> tuple[T, Usage]: ...
 
-    async def text(self, messages: Messages) -> tuple[str, Usage]:
-        """A plain reply (no tool), as a deployed model answers a user: the evaluated targets."""
+    async def text(self, messages: Messages, fork: str | None = None) -> tuple[str, Usage]:
+        """A plain reply (no tool), as a deployed model answers a user: the evaluated targets. fork: a
+        forking token the reply starts from (an SSFT checkpoint in process only)."""
         ...
 
 
@@ -144,7 +145,11 @@ class ChatRole:
                 parsed, reason = None, str(exc)
         return parsed, reason, reply.usage()
 
-    async def text(self, messages: Messages) -> tuple[str, Usage]:
+    async def text(self, messages: Messages, fork: str | None = None) -> tuple[str, Usage]:
+        if fork is not None:
+            raise ConfigError(
+                f"role {self.role}: forking tokens need an SSFT checkpoint in process (hf:PATH), not a server"
+            )
         reply = await self._complete(messages)
         return reply.content, reply.usage()
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from aidsafe.partitions import RowRef
 
@@ -23,6 +25,14 @@ FAILURES = pa.schema(
         ("failed_at", pa.timestamp("us", tz="UTC")),
     ]
 )
+
+
+PART = "/"  # a part failure's stage: "<part>/<stage>", e.g. one trace configuration of a row
+
+
+def is_part_failure(stage: str) -> bool:
+    """A failure of a part of a row (the row itself reached the output), not of the row."""
+    return PART in stage
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,13 @@ def carried_names(carried: Sequence[str], added: Sequence[str]) -> list[str]:
             taken.add(name)
         names.append(name)
     return names
+
+
+def failure_counts(path: Path) -> tuple[int, int]:
+    """A failures table's (rows that failed, parts of output rows that failed)."""
+    stages = pq.read_table(path, columns=["stage"]).column("stage").to_pylist()
+    parts = sum(is_part_failure(str(s)) for s in stages)
+    return len(stages) - parts, parts
 
 
 def failures_table(failures: Sequence[Failure]) -> pa.Table:

@@ -3,7 +3,8 @@ flows, the "run X first" messages and the report's failures by stage are all der
 
 Adding a stage: write aidsafe/stages/<name>.py defining one RowStage (or WholeStep), add it here.
 STANDALONE lists the row stages that run on their own, outside `run` and `retry` (their own command and
-flow): `eval` answers evaluation sets with a target model, `rationales` writes rationales on a local model.
+flow): `eval` answers evaluation sets with a target model, `rationales` writes rationales on a local model,
+`traces` makes several traces per prompt.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from aidsafe.stages.grade import GRADE
 from aidsafe.stages.rationales import RATIONALES
 from aidsafe.stages.refine import REFINE
 from aidsafe.stages.report import REPORT
+from aidsafe.stages.traces import TRACES
 from aidsafe.summary import live_partitions, partition_files
 
 PIPELINE: tuple[Step, ...] = (GENERATE, REFINE, GRADE, BASELINE, REPORT, DPO)
-STANDALONE: tuple[RowStage, ...] = (EVAL, RATIONALES)
+STANDALONE: tuple[RowStage, ...] = (EVAL, RATIONALES, TRACES)
 
 
 def step(name: str) -> Step:

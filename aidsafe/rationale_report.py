@@ -9,14 +9,13 @@ Written to OUTPUT/report/rationales.md and rationales.json.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from aidsafe.pipeline import output_files
-from aidsafe.report_files import read_failures, read_files
+from aidsafe.report_files import read_failures, read_files, write_stage_report
 
 STAGE = "rationales"
 
@@ -115,9 +114,4 @@ def write_rationale_report(output_dir: Path) -> Path | None:
         return None
     failures = read_failures(output_dir)
     stats = rationale_stats(rows, int((failures["flow"] == STAGE).sum()))
-    directory = output_dir / "report"
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "rationales.json").write_text(json.dumps(asdict(stats), indent=2), encoding="utf-8")
-    path = directory / "rationales.md"
-    path.write_text(render(stats), encoding="utf-8")
-    return path
+    return write_stage_report(output_dir, STAGE, asdict(stats), render(stats))

@@ -89,3 +89,13 @@ def write_report_files(report: ReportData, output_dir: Path, thresholds: dict[st
     path = directory / "report.md"
     path.write_text(render_markdown(report, charts), encoding="utf-8")
     return path
+
+
+def write_stage_report(output_dir: Path, name: str, numbers: dict[str, object], markdown: str) -> Path:
+    """A standalone stage's report: OUTPUT/report/<name>.json (its numbers) and <name>.md; the .md path."""
+    directory = output_dir / "report"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{name}.json").write_text(json.dumps(numbers, indent=2), encoding="utf-8")
+    path = directory / f"{name}.md"
+    path.write_text(markdown, encoding="utf-8")
+    return path

@@ -10,7 +10,7 @@ partition, rows concurrently); a WholeStep runs once over a run's outputs (the r
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from aidsafe.calls import RowCalls
 from aidsafe.config import Settings
+from aidsafe.errors import StageFailed
 from aidsafe.partitions import Partition, RowRef, read_partition, read_stage_output
 from aidsafe.policies import PolicySet
 from aidsafe.prompts import PromptSet
@@ -34,6 +35,9 @@ class RowContext:
     settings: Settings
     policies: PolicySet
     prompts: PromptSet
+    # parts of the row that failed while the row reached the output (one trace configuration of several):
+    # each becomes a line of the failures table, its stage "<part>/<stage>" (aidsafe.output.PART)
+    parts_failed: list[tuple[str, StageFailed]] = field(default_factory=list)
 
 
 RowFunction = Callable[[RowRef, RowContext], Awaitable[dict[str, Any]]]

@@ -22,6 +22,7 @@ class PartitionResult(BaseModel):
     rows_ok: int = 0
     rows_reused: int = 0
     rows_failed: int = 0
+    parts_failed: int = 0  # failed parts of rows that reached the output (aidsafe.output.PART)
     llm_calls: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
@@ -40,6 +41,7 @@ class StageSummary(BaseModel):
     partitions: list[PartitionResult]
     rows_ok: int
     rows_failed: int
+    parts_failed: int = 0
     llm_calls: int
     input_tokens: int
     output_tokens: int
@@ -67,6 +69,8 @@ class StageSummary(BaseModel):
             f"{self.counts('skipped')} unchanged, {self.counts('failed')} failed; "
             f"rows: {self.rows_ok} ok, {self.rows_failed} failed"
         )
+        if self.parts_failed:
+            text += f" ({self.parts_failed} part(s) of rows ok failed)"
         processed = sum(p.rows_ok for p in self.partitions if p.status == "done")
         if processed:
             calls, tokens_in, tokens_out = (
@@ -120,6 +124,7 @@ def summarize(
         partitions=results,
         rows_ok=sum(r.rows_ok for r in results),
         rows_failed=sum(r.rows_failed for r in results),
+        parts_failed=sum(r.parts_failed for r in results),
         llm_calls=sum(r.llm_calls for r in results),
         input_tokens=sum(r.input_tokens for r in results),
         output_tokens=sum(r.output_tokens for r in results),

@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -178,17 +179,27 @@ def train(
     report: Report = _log.info,
 ) -> TrainResult:
     """Train on an export's train split (validation loss on its validation split); write the checkpoint."""
-    settings = settings or TrainSettings()
+    chosen = settings or TrainSettings()
     data = load_export(data_dir, kind)
     check_output(output)
     base_info = resolve_base(base, cache_dir)
+
+    def work(staging: Path) -> TrainResult:
+        record = fit(kind, data, base_info, chosen, staging, report)
+        return write_outputs(record, staging / "checkpoint", output)
+
+    return staged(output, work)
+
+
+def staged(output: Path, work: Callable[[Path], TrainResult]) -> TrainResult:
+    """work(staging) under the output's lock, in a new hidden staging directory inside the output, then
+    its staging/checkpoint published into the output; the staging directory is removed either way."""
     with output_lock(output):
         for stale in output.glob(".staging-*"):  # left by a killed run (the lock says none is running)
             shutil.rmtree(stale, ignore_errors=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=output))
         try:
-            record = fit(kind, data, base_info, settings, staging, report)
-            result = write_outputs(record, staging / "checkpoint", output)
+            result = work(staging)
             publish(staging / "checkpoint", output)
         finally:
             shutil.rmtree(staging, ignore_errors=True)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aidsafe.errors import ConfigError
 
 Device = Literal["auto", "cpu", "cuda"]
+S = TypeVar("S", bound=BaseModel)
 # (kind, lora) -> learning rate when none is given
 DEFAULT_LEARNING_RATE = {("sft", True): 2e-4, ("sft", False): 2e-5, ("dpo", True): 5e-5, ("dpo", False): 1e-6}
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
@@ -57,8 +58,14 @@ class TrainSettings(BaseModel):
 
 def train_settings(values: dict[str, Any]) -> TrainSettings:
     """Settings from option values (None: not given); a bad value is a ConfigError naming the option."""
+    return from_options(TrainSettings, values)
+
+
+def from_options(schema: type[S], values: dict[str, Any]) -> S:
+    """A settings model from option values (None: not given); a bad value is a ConfigError naming the
+    option (--name)."""
     try:
-        return TrainSettings.model_validate({k: v for k, v in values.items() if v is not None})
+        return schema.model_validate({k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:
         reasons = "; ".join(
             f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors()

@@ -49,8 +49,8 @@ class Timed:
         )
         return result, usage
 
-    async def text(self, messages: Messages) -> tuple[str, Usage]:
-        return await self._inner.text(messages)
+    async def text(self, messages: Messages, fork: str | None = None) -> tuple[str, Usage]:
+        return await self._inner.text(messages, fork)
 
 
 async def bench(url: str, prompts_text: list[str], max_rounds: int) -> list[Timing]:

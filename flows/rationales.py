@@ -6,23 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow
-from prefect.artifacts import create_markdown_artifact
-from prefect.logging import get_run_logger
 
 from aidsafe.config import Options
 from aidsafe.lock import output_lock
 from aidsafe.rationale_report import write_rationale_report
 from aidsafe.stages.rationales import RATIONALES
 from aidsafe.summary import StageSummary
-from flows.stages import retrying, run_stage
-
-
-def publish(path: Path | None) -> None:
-    if path is None:
-        return
-    markdown = path.read_text(encoding="utf-8")
-    create_markdown_artifact(key="aidsafe-rationales", markdown=markdown, description="aidsafe rationales")
-    get_run_logger().info("rationales report: %s", path)
+from flows.stages import publish_report, retrying, run_stage
 
 
 @flow(name="rationales")
@@ -36,5 +26,5 @@ def rationales(
             summary: StageSummary = run_stage(RATIONALES, input, output, options, retrying(retry))
         finally:
             path = write_rationale_report(Path(output))
-            publish(path)
+            publish_report(path, "rationales")
     return [*summary.lines(), f"report:   {path}"]

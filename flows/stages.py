@@ -33,6 +33,15 @@ from aidsafe.task_runners import partition_runner, task_argument
 from flows.tasks import partition_task, step_task
 
 
+def publish_report(path: Path | None, name: str) -> None:
+    """A standalone stage's Markdown report as the artifact `aidsafe-<name>` (none: no rows yet)."""
+    if path is None:
+        return
+    markdown = path.read_text(encoding="utf-8")
+    create_markdown_artifact(key=f"aidsafe-{name}", markdown=markdown, description=f"aidsafe {name}")
+    get_run_logger().info("%s report: %s", name, path)
+
+
 def retrying(retry: bool) -> bool:
     """Whether to redo failed rows: asked for, or this flow run is a rerun (`prefect flow-run retry`)."""
     return retry or flow_run.get_run_count() > 1

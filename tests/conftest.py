@@ -57,8 +57,10 @@ class ScriptedModel:
                 raise StructuredOutputError(f"{self.role}: {exc}") from exc
         return reply, Usage(calls=1, input_tokens=sum(len(m[1]) for m in messages) // 4, output_tokens=10)
 
-    async def text(self, messages: Messages) -> tuple[str, Usage]:
-        """A plain reply: the script's replies are then texts (or a function of the messages to one)."""
+    async def text(self, messages: Messages, fork: str | None = None) -> tuple[str, Usage]:
+        """A plain reply: the script's replies are then texts (or a function of the messages to one); a
+        fork is recorded as a last ("fork", token) message."""
+        messages = [*messages, ("fork", fork)] if fork else messages
         self.calls.append(messages)
         reply: Any = self._replies(messages) if callable(self._replies) else self._replies.pop(0)
         if isinstance(reply, Exception):
@@ -121,6 +123,18 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=90):
         yield
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache with the embedded model converted once for the session (about half a minute): the base of
+    the training runs."""
+    from aidsafe.embedded import locate_model
+    from aidsafe.hf import embedded_checkpoint
+
+    directory = tmp_path_factory.mktemp("cache")
+    embedded_checkpoint(directory, locate_model())
+    return directory
 
 
 @pytest.fixture

@@ -39,7 +39,9 @@ def test_every_pipeline_step_is_a_subcommand_in_pipeline_order() -> None:
         "export",
         "eval",
         "rationales",
+        "traces",
         "train",
+        "sample",
         "prune",
     ]
 

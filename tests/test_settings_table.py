@@ -22,7 +22,7 @@ from aidsafe.config import (
 )
 from aidsafe.errors import ConfigError
 
-STAGES = ("generate", "refine", "grade", "baseline", "dpo", "rationales")
+STAGES = ("generate", "refine", "grade", "baseline", "dpo", "rationales", "traces", "eval")
 # Every role on a remote endpoint, and the variables the api_key_env samples name.
 BASE_ENV = {
     "OPENAI_BASE_URL": "http://base.example/v1",
@@ -77,6 +77,9 @@ SAMPLES: dict[str, tuple[Any, Any, Any]] = {
     "rationale_plausible_value": (5.0, 0.9, 0.2),
     "rationale_max_tokens": (16, 32, 64),
     "rationale_seed": (1, 2, 3),
+    "trace_configs": (Path("/env/traces.toml"), Path("/file/traces.toml"), Path("/cli/traces.toml")),
+    "trace_count": (2, 3, 4),
+    "eval_forks": (1, 2, 3),
 }
 
 
@@ -232,7 +235,7 @@ def test_stage_flags_appear_only_for_their_stages() -> None:
         "--attempts", "--max-policy-score", "--min-margin", "--whisper-retries",
         "--grader-samples", "--backend", "--teacher", "--answer", "--decoding", "--perturbation",
         "--contrast-weight", "--plausible", "--plausible-value", "--rationale-tokens",
-        "--rationale-seed"}  # fmt: skip
+        "--rationale-seed", "--trace-configs", "--traces", "--forks"}  # fmt: skip
 
 
 def test_missing_namespace_attributes_are_not_given() -> None:

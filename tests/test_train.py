@@ -194,17 +194,6 @@ def test_the_card_lists_the_data_hash_the_settings_and_the_results(tmp_path: Pat
     assert "peak memory: RSS 1024 MiB" in card and f"hf:{tmp_path / 'model'}" in card
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A cache with the embedded model converted once (about half a minute) for this module's runs."""
-    from aidsafe.embedded import locate_model
-    from aidsafe.hf import embedded_checkpoint
-
-    directory = tmp_path_factory.mktemp("cache")
-    embedded_checkpoint(directory, locate_model())
-    return directory
-
-
 def losses(output: Path) -> list[float]:
     return [e["loss"] for e in json.loads((output / "training_log.json").read_text()) if "loss" in e]
 

@@ -49,22 +49,21 @@ def apply_refinement(thoughts: list[str], result: Refinement) -> dict[str, Any]:
     return {"refined_cot": kept, "refined_response": result.response, "refinement_removed": removed}
 
 
+async def refine(
+    ctx: RowContext, prompt: str, intents: list[Any], history: list[Any], thoughts: list[str], response: str
+) -> dict[str, Any]:
+    """The refiner's pass over one deliberated CoT and response: the refined columns (no usage, no time)."""
+    data = {"prompt": prompt, "intents": intents, "history": history, "cot": thoughts, "response": response}
+    result = await ctx.calls.ask("refiner", "refine", Refinement, data, check_removals(thoughts))
+    return apply_refinement(thoughts, result) | {"model_refiner": ctx.calls.model_name("refiner")}
+
+
 async def process(row: RowRef, ctx: RowContext) -> dict[str, Any]:
     values = row.values
     thoughts = [str(t) for t in as_list(values["cot"])]
-    data = {
-        "prompt": row.prompt,
-        "intents": as_list(values["intents"]),
-        "history": as_list(values["deliberation_log"]),
-        "cot": thoughts,
-        "response": values["response"],
-    }
-    result = await ctx.calls.ask("refiner", "refine", Refinement, data, check_removals(thoughts))
-    return apply_refinement(thoughts, result) | {
-        "model_refiner": ctx.calls.model_name("refiner"),
-        "usage_refine": ctx.calls.used(),
-        "refined_at": now(),
-    }
+    intents, history = as_list(values["intents"]), as_list(values["deliberation_log"])
+    columns = await refine(ctx, row.prompt, intents, history, thoughts, values["response"])
+    return columns | {"usage_refine": ctx.calls.used(), "refined_at": now()}
 
 
 REFINE = RowStage(
