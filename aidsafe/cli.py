@@ -138,6 +138,10 @@ def _export_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
     p.add_argument("--decontaminate", action="store_true",
                    help="drop rows whose prompt overlaps an evaluation set (default: report)")  # fmt: skip
+    p.add_argument("--min-score", action="append", metavar="METRIC=N|none",
+                   help="sets only: select the stored traces again, keeping those scoring at least N "
+                   "on METRIC (repeatable, over the default thresholds; `none`: every distinct "
+                   "trace)")  # fmt: skip
     p.add_argument("--eval-sets", type=Path, metavar="FILE",
                    help="the evaluation sets to check against (default data/eval_sets.toml)")  # fmt: skip
 
@@ -273,12 +277,24 @@ def _export(args: argparse.Namespace) -> Command:
     from aidsafe.export import export, parse_ratios
 
     formats = ("parquet", "jsonl") if args.format == "both" else (args.format,)
+    if args.min_score is not None and args.kind != "sets":
+        raise ConfigError("--min-score is an option of `export sets` (for sft: `aidsafe report --min-score`)")
+    thresholds = None if args.min_score is None else parse_thresholds(args.min_score)
     split = (parse_ratios(args.split), args.seed)
     checks = (args.decontaminate, args.eval_sets or DEFAULT_EVAL_SETS)
 
     def command() -> list[str]:
-        if args.kind in ("rationales", "sets"):
-            return _export_standalone(args.kind, Path(args.output), args.dest, split, checks)
+        if args.kind == "sets":
+            from aidsafe.set_export import export_sets
+
+            done = export_sets(Path(args.output), args.dest, split, *checks, thresholds=thresholds)
+            return _exported("sets (prompts)", done)
+        if args.kind == "rationales":
+            from aidsafe.rationale_export import export_rationales
+
+            return _exported(
+                "rationales rows", export_rationales(Path(args.output), args.dest, split, *checks)
+            )
         done = export(args.kind, Path(args.output), args.dest, args.cot, formats, split, *checks,
                       source=args.source)  # fmt: skip
         rows = ", ".join(f"{name} {n}" for name, n in done.counts.items())
@@ -288,13 +304,8 @@ def _export(args: argparse.Namespace) -> Command:
     return command
 
 
-def _export_standalone(kind: str, output: Path, dest: Path | None, split: Any, checks: Any) -> list[str]:
-    """`export rationales|sets`: the rows of a standalone stage (Parquet and JSONL, no --cot)."""
-    from aidsafe.rationale_export import export_rationales
-    from aidsafe.set_export import export_sets
-
-    done = (export_rationales if kind == "rationales" else export_sets)(output, dest, split, *checks)
-    what = "rationales rows" if kind == "rationales" else "sets (prompts)"
+def _exported(what: str, done: Any) -> list[str]:
+    """The lines of `export rationales|sets`: the rows of a standalone stage (Parquet and JSONL, no --cot)."""
     return [f"{what}: {', '.join(f'{n} {c}' for n, c in done.counts.items())}",
             f"dataset:  {done.target}/", f"card:     {done.target / 'README.md'}"]  # fmt: skip
 

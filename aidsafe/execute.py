@@ -88,8 +88,10 @@ class PartitionJob(BaseModel):
 
 
 def stage_key(stage: RowStage, settings: Settings, policies: PolicySet, prompts: PromptSet) -> str:
-    """Everything but the input that decides a stage's rows: policies, the stage's prompts and settings."""
+    """Everything but the input that decides a stage's rows: policies, the stage's prompts and settings, and
+    its columns (rows written before a column was added are made again)."""
     parts = [stage.name, policies.hash, prompts.hash_of(stage.prompts), stage.identity(settings)]
+    parts += [f"{column.name}:{column.type}" for column in stage.columns]
     files = [*stage.files, *(stage.setting_files(settings) if stage.setting_files else ())]
     parts += [fingerprint_file(path) for path in files]
     return hashlib.sha256(json.dumps([*parts, aidsafe.__version__]).encode()).hexdigest()

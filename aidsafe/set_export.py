@@ -4,7 +4,8 @@ with a card: the input of set-supervised fine-tuning (`aidsafe train ssft`).
 A record is `id`, `prompt`, `traces` (a list of {cot, response, configuration, scores}), `traces_count` and
 `diversity`. The traces are a set: never joined into one assistant turn, never tied to a forking token; their
 order in the list is shuffled per prompt (seeded), so that nothing downstream can learn from it. Prompts with
-no kept trace are left out (and counted in the card).
+no kept trace are left out (and counted in the card). With `thresholds` (`--min-score`), the stored traces are
+selected again with those minimum scores and the row's own similarity rule, instead of the stage's choice.
 """
 
 from __future__ import annotations
@@ -20,10 +21,18 @@ from aidsafe.decontaminate import DEFAULT_EVAL_SETS, card_section, find_overlap,
 from aidsafe.errors import AidsafeError
 from aidsafe.export import Exported, content_hash, stage_rows, write_splits
 from aidsafe.schemas import METRICS
+from aidsafe.trace_selection import Selection, select
 
 COLUMNS_NOTE = (
     "Columns id, prompt, traces (a list of {cot, response, configuration, scores}), traces_count, diversity"
 )
+
+
+def reselected(row: dict[str, Any], thresholds: dict[str, int]) -> dict[str, Any]:
+    """The row with its traces selected again with other minimum scores (same similarity rule)."""
+    rule = Selection(thresholds, float(row["traces_similarity"]), int(row["traces_ngram"]))
+    traces, _, diversity = select(row["traces"], rule)
+    return {**row, "traces": traces, "traces_diversity": diversity}
 
 
 def set_record(row: dict[str, Any], seed: int) -> dict[str, Any] | None:
@@ -46,6 +55,13 @@ def set_record(row: dict[str, Any], seed: int) -> dict[str, Any] | None:
         "id": row["id"], "prompt": row["prompt"], "traces": kept, "traces_count": len(kept),
         "diversity": None if diversity is None or pd.isna(diversity) else float(diversity),
     }  # fmt: skip
+
+
+def _selection_note(thresholds: dict[str, int] | None) -> str:
+    if thresholds is None:
+        return "## Selection\n\nThe traces the `traces` stage kept (its recipe's minimum scores).\n"
+    minimum = ", ".join(f"{m} >= {n}" for m, n in thresholds.items()) or "none"
+    return f"## Selection\n\nSelected again at export with the minimum scores: {minimum}.\n"
 
 
 def _card(rows: pd.DataFrame, records: list[dict[str, Any]], counts: dict[str, int], notes: list[str],
@@ -77,20 +93,27 @@ def _card(rows: pd.DataFrame, records: list[dict[str, Any]], counts: dict[str, i
 def export_sets(
     output_dir: Path, dest: Path | None, split: tuple[tuple[float, float, float], int],
     decontaminate: bool = False, eval_sets: Path = DEFAULT_EVAL_SETS,
+    thresholds: dict[str, int] | None = None,
 ) -> Exported:  # fmt: skip
     """Write OUTPUT/export/sets (or dest): splits in Parquet and JSONL, and README.md."""
     rows = stage_rows("traces", output_dir, "`aidsafe traces`")
+    if thresholds is not None:
+        rows = [reselected(row, thresholds) for row in rows]
     overlap = find_overlap(load_eval_sets(eval_sets), [r["prompt"] for r in rows])
     notes = [card_section(overlap, [str(r["id"]) for r in rows], decontaminate)]
     if decontaminate:
         rows = [r for i, r in enumerate(rows) if i not in overlap.matches]
     pairs = [(row, record) for row in rows if (record := set_record(row, split[1])) is not None]
     if not pairs:
-        raise AidsafeError(f"{output_dir / 'traces'}: no prompt has a kept trace: nothing to export")
+        raise AidsafeError(
+            f"{output_dir / 'traces'}: no prompt has a kept trace: nothing to export (`--min-score none` "
+            "keeps every distinct trace)"
+        )
     target = dest or output_dir / "export" / "sets"
     sources, records = [p[0] for p in pairs], [p[1] for p in pairs]
     counts = write_splits(sources, records, split, target, ("parquet", "jsonl"))
     config = f"sets-{content_hash(target, counts, 'parquet')}"
+    notes.append(_selection_note(thresholds))
     card = _card(pd.DataFrame(rows), records, counts, notes, config, len(rows) - len(pairs))
     (target / "README.md").write_text(card, "utf-8")
     return Exported(target, counts, overlap, decontaminate)

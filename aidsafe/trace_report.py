@@ -13,7 +13,7 @@ import pandas as pd
 from aidsafe.output import is_part_failure
 from aidsafe.pipeline import output_files
 from aidsafe.report_files import read_failures, read_files, write_stage_report
-from aidsafe.stages.traces import BELOW
+from aidsafe.trace_selection import BELOW
 
 STAGE = "traces"
 

@@ -18,10 +18,10 @@ from aidsafe.config import DEFAULT_TRACE_CONFIGS, Options, load_settings
 from aidsafe.errors import ConfigError, PolicyError
 from aidsafe.schemas import METRICS
 from aidsafe.set_export import export_sets, set_record
-from aidsafe.stages.traces import select
 from aidsafe.trace_recipe import TraceRecipe, configurations, load_recipe, trace_settings
+from aidsafe.trace_selection import Selection, select
 from tests.conftest import write_partition
-from tests.openai_server import FakeOpenAI, Reply, Request, default_script
+from tests.openai_server import FakeOpenAI, Reply, Request, default_script, grades
 
 RECIPE = """
 similarity = 0.8
@@ -101,6 +101,7 @@ def test_each_configuration_gets_its_own_drafter_and_agents_with_its_temperature
 
 def test_traces_below_the_minimum_or_copies_of_a_better_one_are_not_kept() -> None:
     recipe = TraceRecipe.model_validate({"configuration": [{"name": "a", "focus": ["x"]}]})
+    rule = Selection(recipe.min_score, recipe.similarity, recipe.ngram)
     text = "one two three four five six seven eight nine ten"
     traces = [
         trace("low", 3, "completely different words here"),
@@ -108,7 +109,7 @@ def test_traces_below_the_minimum_or_copies_of_a_better_one_are_not_kept() -> No
         trace("best", 5, text),
         trace("other", 4, "a wholly unrelated chain about bread and yeast"),
     ]
-    selected, passed, diversity = select(traces, recipe)
+    selected, passed, diversity = select(traces, rule)
     reasons = {t["configuration"]: t["dropped"] for t in selected}
     assert (
         reasons["low"].startswith("below min_score: ") and "faithfulness_policy_cot 3 < 4" in reasons["low"]
@@ -245,3 +246,27 @@ def test_the_cli_refuses_an_unknown_focus_in_the_recipe_in_one_line(
     )
     err = capsys.readouterr().err
     assert code == 2 and "configuration broken: focus 'tone'" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.usefixtures("prefect_api", "clean_env")
+def test_export_min_score_none_selects_the_stored_traces_again_without_a_model(
+    tmp_path: Path, fake_openai: Callable[..., FakeOpenAI], capsys: pytest.CaptureFixture[str]
+) -> None:
+    scripted = by_temperature([False])
+
+    def low_grades(request: Request) -> Reply:
+        return Reply(grades(3)) if request.tool == "Grades" else scripted(request)
+
+    server = fake_openai(low_grades)
+    out = tmp_path / "out"
+    run_traces(
+        out, write_partition(tmp_path / "in" / "part-0.parquet", bread(2)), server, recipe_file(tmp_path)
+    )
+    assert list(pd.read_parquet(out / "traces")["traces_kept"]) == [0, 0]  # policy faithfulness 3 < 4
+    asked = len(server.requests)
+    assert main(["export", "sets", "--output", str(out)]) == 2
+    assert "`--min-score none` keeps every distinct trace" in capsys.readouterr().err
+    assert main(["export", "sets", "--output", str(out), "--min-score", "none", "--split", "1,0,0"]) == 0
+    exported = pd.read_parquet(out / "export" / "sets" / "train.parquet")
+    assert list(exported["traces_count"]) == [3, 3] and len(server.requests) == asked  # copies still dropped
+    assert "minimum scores: none" in (out / "export" / "sets" / "README.md").read_text()

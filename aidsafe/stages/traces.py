@@ -13,7 +13,6 @@ with no trace at all fails. Standalone: `aidsafe traces`, not part of `run`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -28,20 +27,18 @@ from aidsafe.stages.generate import INTENT, TURN
 from aidsafe.stages.grade import grade
 from aidsafe.stages.refine import REMOVED, refine
 from aidsafe.trace_calls import ConfiguredCalls, SharedAnswers
-from aidsafe.trace_dedup import deduplicate
 from aidsafe.trace_recipe import (
     TraceConfiguration,
-    TraceRecipe,
     agent_focus,
     configurations,
     configured_roles,
     load_recipe,
 )
+from aidsafe.trace_selection import Selection, select
 from aidsafe.usage import USAGE
 from graphs.context import Context
 
 NAME = "traces"
-BELOW = "below min_score"  # how the reason a trace was not kept starts when its scores were too low
 SCORES = pa.struct([(m, pa.int8()) for m in METRICS])
 TRACE = pa.struct(
     [
@@ -69,6 +66,9 @@ COLUMNS = pa.schema(
         ("traces_kept", pa.int32()),  # of those, not near-duplicates
         ("traces_failed", pa.list_(pa.string())),  # configurations that failed (why: the failures table)
         ("traces_diversity", pa.float64()),  # mean 1 - Jaccard over the kept pairs (null: fewer than two)
+        ("traces_min_score", SCORES),  # how they were selected (a metric without a minimum: null)
+        ("traces_similarity", pa.float64()),
+        ("traces_ngram", pa.int32()),
         ("model_refiner", pa.string()),
         ("model_grader", pa.string()),
         ("usage_traces", USAGE),
@@ -110,26 +110,6 @@ async def one_trace(
     }  # fmt: skip
 
 
-def below(scores: dict[str, int], minimum: dict[str, int]) -> str | None:
-    """Why scores miss the minimum (the metrics below it), or None."""
-    low = [f"{m} {scores[m]} < {n}" for m, n in minimum.items() if scores[m] < n]
-    return f"{BELOW}: {', '.join(low)}" if low else None
-
-
-def select(
-    traces: Sequence[dict[str, Any]], recipe: TraceRecipe
-) -> tuple[list[dict[str, Any]], int, float | None]:
-    """Every trace with kept/dropped set, how many met the minimum scores, and the kept ones' diversity."""
-    marked = [{**t, "dropped": below(t["scores"], recipe.min_score)} for t in traces]
-    passing = sorted((t for t in marked if t["dropped"] is None), key=lambda t: -sum(t["scores"].values()))
-    texts = ["\n".join([*t["cot"], t["response"]]) for t in passing]
-    found = deduplicate(texts, recipe.similarity, recipe.ngram)
-    for index, copied, similarity in found.dropped:
-        kept = passing[copied]["configuration"]
-        passing[index]["dropped"] = f"near-duplicate of {kept} (Jaccard {similarity:.2f})"
-    return [{**t, "kept": t["dropped"] is None} for t in marked], len(passing), found.diversity
-
-
 async def made_traces(row: RowRef, ctx: RowContext) -> tuple[list[dict[str, Any]], list[str]]:
     """The traces of every configuration that succeeded, and the names of those that failed on a model's
     answer (each noted in ctx.parts_failed); a transient failure, or no trace at all, fails the row."""
@@ -159,8 +139,10 @@ async def process(row: RowRef, ctx: RowContext) -> dict[str, Any]:
     intents = traces[0].pop("intents")
     for trace in traces[1:]:
         trace.pop("intents")
-    selected, passed, diversity = select(traces, load_recipe(ctx.settings.trace_configs))
-    return {
+    recipe = load_recipe(ctx.settings.trace_configs)
+    rule = Selection(recipe.min_score, recipe.similarity, recipe.ngram)
+    selected, passed, diversity = select(traces, rule)
+    return rule.columns() | {
         "intents": intents, "traces": selected, "traces_made": len(selected), "traces_passed": passed,
         "traces_kept": sum(t["kept"] for t in selected), "traces_failed": failed,
         "traces_diversity": diversity, "model_refiner": ctx.calls.model_name("refiner"),
