@@ -159,6 +159,17 @@ def stage_rows(step: str, output_dir: Path, needs: str) -> list[dict[str, Any]]:
     return [row for f in files for row in pq.read_table(f).to_pylist()]
 
 
+def decontaminated(
+    rows: list[dict[str, Any]], eval_sets: Path, decontaminate: bool
+) -> tuple[list[dict[str, Any]], Overlap, str]:
+    """A standalone stage's rows checked against the evaluation sets: the rows (overlapping ones dropped
+    when asked), the overlap, and the card's section on it."""
+    overlap = find_overlap(load_eval_sets(eval_sets), [r["prompt"] for r in rows])
+    note = card_section(overlap, [str(r["id"]) for r in rows], decontaminate)
+    kept = [r for i, r in enumerate(rows) if i not in overlap.matches] if decontaminate else rows
+    return kept, overlap, note
+
+
 @dataclass
 class Selection:
     """The rows an export writes, their records, what was left out (reason -> rows), extra card sections."""

@@ -14,9 +14,9 @@ from typing import Any
 import pandas as pd
 
 from aidsafe.card import code_version, front_matter, left_out_section, licence_section, loading_section
-from aidsafe.decontaminate import DEFAULT_EVAL_SETS, card_section, find_overlap, load_eval_sets
+from aidsafe.decontaminate import DEFAULT_EVAL_SETS
 from aidsafe.errors import AidsafeError
-from aidsafe.export import Exported, content_hash, stage_rows, write_splits
+from aidsafe.export import Exported, content_hash, decontaminated, stage_rows, write_splits
 
 TAGS = ("factual", "counterfactual")
 COLUMNS_NOTE = "Columns id, source_id, kind, input, target, messages"
@@ -66,11 +66,9 @@ def export_rationales(
     decontaminate: bool = False, eval_sets: Path = DEFAULT_EVAL_SETS,
 ) -> Exported:  # fmt: skip
     """Write OUTPUT/export/rationales (or dest): splits in Parquet and JSONL, and README.md."""
-    rows = stage_rows("rationales", output_dir, "`aidsafe rationales`")
-    overlap = find_overlap(load_eval_sets(eval_sets), [r["prompt"] for r in rows])
-    notes = [card_section(overlap, [str(r["id"]) for r in rows], decontaminate)]
-    if decontaminate:
-        rows = [r for i, r in enumerate(rows) if i not in overlap.matches]
+    rows, overlap, note = decontaminated(stage_rows("rationales", output_dir, "`aidsafe rationales`"),
+                                         eval_sets, decontaminate)  # fmt: skip
+    notes = [note]
     pairs = [(row, record) for row in rows for record in student_records(row)]
     if not pairs:
         raise AidsafeError("rationales: no rows to export")

@@ -17,9 +17,9 @@ from typing import Any
 import pandas as pd
 
 from aidsafe.card import code_version, front_matter, licence_section, loading_section
-from aidsafe.decontaminate import DEFAULT_EVAL_SETS, card_section, find_overlap, load_eval_sets
+from aidsafe.decontaminate import DEFAULT_EVAL_SETS
 from aidsafe.errors import AidsafeError
-from aidsafe.export import Exported, content_hash, stage_rows, write_splits
+from aidsafe.export import Exported, content_hash, decontaminated, stage_rows, write_splits
 from aidsafe.schemas import METRICS
 from aidsafe.trace_selection import Selection, select
 
@@ -99,10 +99,8 @@ def export_sets(
     rows = stage_rows("traces", output_dir, "`aidsafe traces`")
     if thresholds is not None:
         rows = [reselected(row, thresholds) for row in rows]
-    overlap = find_overlap(load_eval_sets(eval_sets), [r["prompt"] for r in rows])
-    notes = [card_section(overlap, [str(r["id"]) for r in rows], decontaminate)]
-    if decontaminate:
-        rows = [r for i, r in enumerate(rows) if i not in overlap.matches]
+    rows, overlap, note = decontaminated(rows, eval_sets, decontaminate)
+    notes = [note]
     pairs = [(row, record) for row in rows if (record := set_record(row, split[1])) is not None]
     if not pairs:
         raise AidsafeError(
